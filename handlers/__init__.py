@@ -1,0 +1,1 @@
+"""The chat command language and its handlers (platform-neutral)."""

@@ -1,0 +1,1 @@
+"""Persistence for workbot: models, migrations, domain operations and read queries."""

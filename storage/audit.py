@@ -1,0 +1,165 @@
+"""The append-only, hash-chained audit trail and its verification."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from storage.models import AuditEvent, AuditHead
+from storage.types import UTC
+
+GENESIS = "0" * 64
+HEAD_ID = 1
+
+
+def jsonable(value: Any) -> Any:
+    """Turn a value into plain JSON data (datetimes as UTC ISO strings, enums as values)."""
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, dt.datetime):
+        return value.astimezone(UTC).isoformat(timespec="microseconds")
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    if isinstance(value, Mapping):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [jsonable(v) for v in value]
+    return value
+
+
+def canonical(
+    *,
+    seq: int,
+    ts: dt.datetime,
+    actor: str,
+    action: str,
+    entity: str,
+    entity_id: str,
+    data: Mapping[str, Any],
+) -> bytes:
+    """The canonical JSON bytes of an audit row (everything but its hashes)."""
+    doc = {
+        "seq": seq,
+        "ts": jsonable(ts),
+        "actor": actor,
+        "action": action,
+        "entity": entity,
+        "entity_id": entity_id,
+        "data": jsonable(data),
+    }
+    return json.dumps(doc, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def chain_hash(prev_hash: str, payload: bytes) -> str:
+    """sha256 over the previous hash followed by the row's canonical JSON."""
+    return hashlib.sha256(prev_hash.encode("ascii") + payload).hexdigest()
+
+
+async def append(
+    session: AsyncSession,
+    *,
+    actor: str,
+    action: str,
+    entity: str,
+    entity_id: str | int,
+    data: Mapping[str, Any],
+    now: dt.datetime,
+) -> AuditEvent:
+    """Append one event to the chain, in the caller's transaction (locks the chain head)."""
+    head = (
+        await session.execute(
+            select(AuditHead)
+            .where(AuditHead.id == HEAD_ID)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
+    ).scalar_one()
+    seq = head.seq + 1
+    clean = jsonable(data)
+    payload = canonical(
+        seq=seq,
+        ts=now,
+        actor=actor,
+        action=action,
+        entity=entity,
+        entity_id=str(entity_id),
+        data=clean,
+    )
+    digest = chain_hash(head.hash, payload)
+    event = AuditEvent(
+        seq=seq,
+        ts=now,
+        actor=actor,
+        action=action,
+        entity=entity,
+        entity_id=str(entity_id),
+        data=clean,
+        prev_hash=head.hash,
+        hash=digest,
+    )
+    session.add(event)
+    head.seq = seq
+    head.hash = digest
+    await session.flush()
+    return event
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    """The outcome of checking the audit chain."""
+
+    ok: bool
+    checked: int
+    seq: int | None = None
+    problem: str | None = None
+
+
+async def verify(session: AsyncSession) -> VerifyResult:
+    """Walk the chain in order and report the first altered, missing or reordered row."""
+    expected_seq = 1
+    prev = GENESIS
+    checked = 0
+    result = await session.stream_scalars(
+        select(AuditEvent).order_by(AuditEvent.seq).execution_options(yield_per=2000)
+    )
+    async for row in result:
+        if row.seq != expected_seq:
+            return VerifyResult(
+                False, checked, expected_seq, f"row {expected_seq} is missing (next is {row.seq})"
+            )
+        if row.prev_hash != prev:
+            return VerifyResult(
+                False, checked, row.seq, f"row {row.seq} does not link to its predecessor"
+            )
+        payload = canonical(
+            seq=row.seq,
+            ts=row.ts,
+            actor=row.actor,
+            action=row.action,
+            entity=row.entity,
+            entity_id=row.entity_id,
+            data=row.data,
+        )
+        if chain_hash(prev, payload) != row.hash:
+            return VerifyResult(False, checked, row.seq, f"row {row.seq} was altered")
+        prev = row.hash
+        expected_seq += 1
+        checked += 1
+    head = (await session.execute(select(AuditHead).where(AuditHead.id == HEAD_ID))).scalar_one()
+    if head.seq != checked or head.hash != prev:
+        return VerifyResult(
+            False,
+            checked,
+            head.seq,
+            f"the chain ends at row {checked} but its head records row {head.seq}"
+            " (rows were deleted from the end)",
+        )
+    return VerifyResult(True, checked)

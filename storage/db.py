@@ -1,0 +1,98 @@
+"""The database handle: engine set-up per backend, transactions and schema checks."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import URL, Connection, make_url
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+from sqlalchemy.pool import ConnectionPoolEntry
+
+_IMMEDIATE = "workbot_immediate"
+
+
+def _sqlite_connect(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
+    """Durable, consistent SQLite: WAL, fsync on commit, enforced foreign keys."""
+    # Let SQLAlchemy (our "begin" hook) own BEGIN instead of the driver's implicit one.
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    for pragma in (
+        "PRAGMA journal_mode=WAL",
+        "PRAGMA synchronous=FULL",
+        "PRAGMA foreign_keys=ON",
+        "PRAGMA busy_timeout=10000",
+    ):
+        cursor.execute(pragma)
+    cursor.close()
+
+
+def _sqlite_begin(conn: Connection) -> None:
+    """Writers take the write lock up front, so they wait instead of failing mid-way."""
+    if conn.get_execution_options().get(_IMMEDIATE):
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+    else:
+        conn.exec_driver_sql("BEGIN")
+
+
+class Database:
+    """One database: an async engine, a reader and a writer session factory."""
+
+    def __init__(
+        self, url: str | URL, *, echo: bool = False, connect_args: dict[str, Any] | None = None
+    ) -> None:
+        self.url = make_url(url)
+        self.connect_args: dict[str, Any] = dict(connect_args or {})
+        kwargs: dict[str, Any] = {"echo": echo}
+        if self.is_sqlite:
+            kwargs["connect_args"] = {"timeout": 10, **self.connect_args}
+        else:
+            kwargs["pool_pre_ping"] = True
+            kwargs["connect_args"] = self.connect_args
+        self.engine: AsyncEngine = create_async_engine(self.url, **kwargs)
+        if self.is_sqlite:
+            event.listen(self.engine.sync_engine, "connect", _sqlite_connect)
+            event.listen(self.engine.sync_engine, "begin", _sqlite_begin)
+        writer = self.engine.execution_options(**{_IMMEDIATE: True})
+        self._readers = async_sessionmaker(self.engine, expire_on_commit=False)
+        self._writers = async_sessionmaker(writer, expire_on_commit=False)
+        # SQLite has one writer at a time; queue writers in-process rather than on the file lock.
+        self._write_lock: asyncio.Lock | None = asyncio.Lock() if self.is_sqlite else None
+
+    @property
+    def is_sqlite(self) -> bool:
+        """Whether the backend is SQLite."""
+        return self.url.get_backend_name() == "sqlite"
+
+    @property
+    def backend(self) -> str:
+        """The backend name: sqlite or postgresql."""
+        return self.url.get_backend_name()
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[AsyncSession]:
+        """A unit of work: commits on success, rolls back on any exception."""
+        if self._write_lock is None:
+            async with self._writers.begin() as session:
+                yield session
+            return
+        async with self._write_lock, self._writers.begin() as session:
+            yield session
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[AsyncSession]:
+        """A read-only session (one consistent snapshot); never commits."""
+        async with self._readers() as session, session.begin():
+            yield session
+
+    async def dispose(self) -> None:
+        """Close every pooled connection."""
+        await self.engine.dispose()

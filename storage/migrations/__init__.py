@@ -1,0 +1,1 @@
+"""Alembic migrations for workbot's schema (applied with `workbot migrate`)."""

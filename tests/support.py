@@ -1,0 +1,49 @@
+"""Test helpers: seeding the directory and creating notices through the domain operations."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from storage.db import Database
+from storage.directory import parse_people_csv, upsert_people
+from storage.domain import Actor, Audience, NoticeDraft, create_notice
+from storage.types import Requires
+
+CLI = Actor.system("cli")
+
+PEOPLE_CSV = """id,name,department,roles,phone,wecom
+p001,张三,基础教育科,staff,13800000001,zhangsan
+p002,李四,基础教育科,staff;head,,lisi
+p003,王五,办公室,office,,
+p004,赵六,督导科,staff,,
+p005,钱七,督导科,head,,
+""".encode()
+
+
+async def seed_people(db: Database, now: dt.datetime, csv: bytes = PEOPLE_CSV) -> None:
+    """Import the standard five-person directory."""
+    async with db.transaction() as s:
+        result = await upsert_people(s, parse_people_csv(csv), actor=CLI, now=now)
+    assert not result.rejected
+
+
+async def make_notice(
+    db: Database,
+    now: dt.datetime,
+    *,
+    audience: Audience | None = None,
+    requires: Requires = Requires.ACK,
+    deadline: dt.datetime | None = None,
+    title: str = "关于报送作业管理自查情况的通知",
+) -> int:
+    """Create a notice (default: for everyone) and return its id."""
+    draft = NoticeDraft(
+        title=title,
+        body="请各科室于12月10日前报送自查报告。",
+        audience=audience or Audience(all=True),
+        requires=requires,
+        deadline=deadline,
+    )
+    async with db.transaction() as s:
+        notice = await create_notice(s, draft, actor=CLI, now=now)
+        return notice.id
