@@ -1,0 +1,729 @@
+"""Workbot configuration: a TOML file validated into frozen pydantic models."""
+
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta
+from pathlib import Path
+from typing import Annotated, Any, Literal, Self, get_args
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
+from pydantic_core import ErrorDetails
+
+CONFIG_ENV_VAR = "WORKBOT_CONFIG"
+DEFAULT_CONFIG_NAME = "config.toml"
+DEFAULTS_SOURCE = "<defaults>"
+ENVIRONMENT_SOURCE = "<environment>"
+
+Language = Literal["zh-CN", "en"]
+GroupPlatform = Literal["local", "wecom", "dingtalk", "feishu", "matrix", "onebot", "telegram"]
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
+DatabaseDriver = Literal["sqlite+aiosqlite", "postgresql+asyncpg"]
+
+DATABASE_DRIVERS: tuple[DatabaseDriver, ...] = get_args(DatabaseDriver)
+MAX_DURATION = timedelta(days=3650)
+
+_DURATION_UNITS = (("w", 604_800), ("d", 86_400), ("h", 3_600), ("m", 60), ("s", 1))
+_DURATION_RE = re.compile("".join(f"(?:([0-9]+){unit})?" for unit, _ in _DURATION_UNITS), re.ASCII)
+_DURATION_HINT = "use e.g. 30m, 2h, 1d, 1h30m"
+_CLOCK_RE = re.compile(r"([01][0-9]|2[0-3]):([0-5][0-9])", re.ASCII)
+_DATE_RE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", re.ASCII)
+_ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*", re.ASCII)
+_URL_SCHEME_RE = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*", re.ASCII)
+_BARE_KEY_RE = re.compile(r"[A-Za-z0-9_\-]+", re.ASCII)
+_SHOWN_CHARS = 40
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigProblem:
+    """One reason a configuration is unusable, located by file and dotted key."""
+
+    file: str
+    key: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.file}: {self.key}: {self.reason}"
+
+
+class ConfigError(Exception):
+    """The configuration is unusable; `problems` lists every reason found."""
+
+    def __init__(self, problems: list[ConfigProblem]) -> None:
+        super().__init__(list(problems))
+        self.problems: list[ConfigProblem] = list(problems)
+
+    def __str__(self) -> str:
+        return "\n".join(str(problem) for problem in self.problems)
+
+
+def _show(value: object) -> str:
+    """Render a value from the file briefly, TOML-style where it matters."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        if len(value) > _SHOWN_CHARS:
+            return repr(value[:_SHOWN_CHARS] + "…")
+        return repr(value)
+    text = str(value)
+    return text if len(text) <= _SHOWN_CHARS else text[:_SHOWN_CHARS] + "…"
+
+
+def _toml_type(value: object) -> str:
+    """Name the TOML type of a parsed value."""
+    names: tuple[tuple[type, str], ...] = (
+        (bool, "boolean"),
+        (int, "integer"),
+        (float, "float"),
+        (str, "string"),
+        (list, "array"),
+        (tuple, "array"),
+        (dict, "table"),
+        (datetime, "date-time"),
+        (date, "date"),
+        (time, "time"),
+    )
+    for kind, name in names:
+        if isinstance(value, kind):
+            return name
+    return type(value).__name__
+
+
+def parse_duration(value: object) -> timedelta:
+    """Parse "90s", "30m", "2h", "1d", "1w", "1h30m" or whole seconds into a positive timedelta."""
+    if isinstance(value, timedelta):
+        if value % timedelta(seconds=1):
+            raise ValueError("durations must be whole seconds")
+        seconds = value // timedelta(seconds=1)
+        shown = format_duration(value) if value > timedelta(0) else str(seconds)
+    elif isinstance(value, int) and not isinstance(value, bool):
+        seconds, shown = value, str(value)
+    elif isinstance(value, str):
+        match = _DURATION_RE.fullmatch(value)
+        if not value or match is None:
+            raise ValueError(f"invalid duration {_show(value)} ({_DURATION_HINT})")
+        groups = match.groups()
+        if any(group is not None and len(group) > 12 for group in groups):
+            raise ValueError(f"duration {_show(value)} is too long (at most 3650d)")
+        seconds = sum(
+            int(group) * size
+            for group, (_, size) in zip(groups, _DURATION_UNITS, strict=True)
+            if group is not None
+        )
+        shown = _show(value)
+    else:
+        raise ValueError(f"expected a duration ({_DURATION_HINT}), got {_toml_type(value)}")
+    if seconds <= 0:
+        raise ValueError(f"duration {shown} must be positive")
+    if seconds > MAX_DURATION // timedelta(seconds=1):
+        raise ValueError(f"duration {shown} is too long (at most 3650d)")
+    return timedelta(seconds=seconds)
+
+
+def format_duration(value: timedelta) -> str:
+    """Render a timedelta in the compact form parse_duration reads, e.g. "1h30m"."""
+    remaining = value // timedelta(seconds=1)
+    parts: list[str] = []
+    for unit, size in _DURATION_UNITS:
+        count, remaining = divmod(remaining, size)
+        if count:
+            parts.append(f"{count}{unit}")
+    return "".join(parts) or "0s"
+
+
+Duration = Annotated[
+    timedelta,
+    BeforeValidator(parse_duration),
+    PlainSerializer(format_duration, return_type=str),
+]
+
+
+def _parse_date(value: object) -> object:
+    """Accept a TOML date or a "YYYY-MM-DD" string; leave other types to the type check."""
+    if isinstance(value, datetime):
+        raise ValueError("expected a date (YYYY-MM-DD), got date-time")
+    if isinstance(value, str):
+        try:
+            if _DATE_RE.fullmatch(value) is None:
+                raise ValueError
+            return date.fromisoformat(value)
+        except ValueError:
+            raise ValueError(f"invalid date {_show(value)} (use YYYY-MM-DD)") from None
+    return value
+
+
+CalendarDate = Annotated[date, BeforeValidator(_parse_date)]
+
+
+def _parse_clock(text: str) -> time:
+    match = _CLOCK_RE.fullmatch(text.strip())
+    if match is None:
+        raise ValueError(f"invalid time {_show(text)} (use HH:MM, e.g. 09:00)")
+    return time(int(match.group(1)), int(match.group(2)))
+
+
+def _parse_span(text: str) -> tuple[time, time]:
+    start, sep, end = text.partition("-")
+    try:
+        if not sep:
+            raise ValueError
+        return _parse_clock(start), _parse_clock(end)
+    except ValueError:
+        raise ValueError(
+            f"invalid time range {_show(text)} (use HH:MM-HH:MM, e.g. 08:30-17:30)"
+        ) from None
+
+
+def _format_span(span: tuple[time, time]) -> str:
+    return f"{span[0]:%H:%M}-{span[1]:%H:%M}"
+
+
+def _clock_from_toml(value: object) -> object:
+    """Accept a TOML local time such as 09:00 as well as the string "09:00"."""
+    if isinstance(value, time):
+        if value.second or value.microsecond or value.tzinfo is not None:
+            raise ValueError(f"invalid time {value.isoformat()} (use HH:MM, e.g. 09:00)")
+        return f"{value:%H:%M}"
+    return value
+
+
+def _in_span(span: tuple[time, time], moment: time) -> bool:
+    start, end = span
+    if start < end:
+        return start <= moment < end
+    return moment >= start or moment < end
+
+
+def _http_url_problem(value: str, *, allow_query: bool) -> str | None:
+    """Say what is wrong with an http(s) URL, without echoing it."""
+    expected = "expected an http:// or https:// URL with a host"
+    if any(char.isspace() for char in value):
+        return f"{expected} (no spaces)"
+    try:
+        parts = urlsplit(value)
+        _ = parts.port
+    except ValueError:
+        return expected
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return expected
+    if parts.fragment or (parts.query and not allow_query):
+        return f"{expected}, without {'a fragment' if allow_query else 'a query or fragment'}"
+    return None
+
+
+def database_url_problem(url: str) -> str | None:
+    """Say why a database URL is unsupported, naming at most its scheme; None when it is fine."""
+    use = " or ".join(f"{driver}://" for driver in DATABASE_DRIVERS)
+    scheme, sep, _ = url.partition("://")
+    if not sep or _URL_SCHEME_RE.fullmatch(scheme) is None:
+        return f"not a database url (use {use})"
+    if scheme not in DATABASE_DRIVERS:
+        return f"unsupported database url scheme {scheme!r}; use {use}"
+    return None
+
+
+def _check_env_name(value: str) -> str:
+    if _ENV_NAME_RE.fullmatch(value) is None:
+        raise ValueError("expected an environment variable name (letters, digits and _)")
+    return value
+
+
+class ConfigSection(BaseModel):
+    """Base of every config model: unknown keys are errors, values are frozen and strictly typed."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    def environment_problems(self, environ: Mapping[str, str]) -> list[tuple[str, str]]:
+        """List (key, reason) pairs for environment variables this section needs but lacks."""
+        return []
+
+
+class BotConfig(ConfigSection):
+    """The [bot] section: language, time zone and the public base URL."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    language: Language = "zh-CN"
+    timezone: str = "Asia/Shanghai"
+    public_url: str = "http://127.0.0.1:8080"
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError, OSError):
+            raise ValueError(f"unknown timezone {_show(value)}") from None
+        return value
+
+    @field_validator("public_url")
+    @classmethod
+    def _http_base_url(cls, value: str) -> str:
+        problem = _http_url_problem(value, allow_query=False)
+        if problem is not None:
+            raise ValueError(problem)
+        return value.rstrip("/")
+
+    @property
+    def tz(self) -> ZoneInfo:
+        """The configured time zone."""
+        return ZoneInfo(self.timezone)
+
+
+class ServerConfig(ConfigSection):
+    """The [server] section: where the HTTP server listens."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=1, le=65535)
+    max_body_bytes: int = Field(default=1_048_576, gt=0)
+    shutdown_timeout: Duration = timedelta(seconds=10)
+
+    @field_validator("host")
+    @classmethod
+    def _non_empty_host(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be empty")
+        return value
+
+
+class DatabaseConfig(ConfigSection):
+    """The [database] section: the SQLAlchemy async URL, or the variable that holds it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    url: str = "sqlite+aiosqlite:///workbot.db"
+    url_env: str | None = None
+    auto_migrate: bool = True
+
+    @field_validator("url")
+    @classmethod
+    def _supported_url(cls, value: str) -> str:
+        problem = database_url_problem(value)
+        if problem is not None:
+            raise ValueError(problem)
+        return value
+
+    @field_validator("url_env")
+    @classmethod
+    def _env_name(cls, value: str | None) -> str | None:
+        return None if value is None else _check_env_name(value)
+
+    def environment_problems(self, environ: Mapping[str, str]) -> list[tuple[str, str]]:
+        """Check that the variable named by url_env, if any, holds a supported URL."""
+        if self.url_env is None:
+            return []
+        value = environ.get(self.url_env)
+        if not value:
+            state = "is not set" if value is None else "is empty"
+            reason = (
+                f"environment variable {self.url_env} {state} "
+                "(needed because database.url_env is set)"
+            )
+            return [("url_env", reason)]
+        problem = database_url_problem(value)
+        if problem is not None:
+            return [("url_env", f"environment variable {self.url_env}: {problem}")]
+        return []
+
+    def resolved_url(self, environ: Mapping[str, str]) -> str:
+        """Return the database URL, from the url_env variable when that is set."""
+        if self.url_env is None:
+            return self.url
+        problems = self.environment_problems(environ)
+        if problems:
+            raise ConfigError(
+                [ConfigProblem(ENVIRONMENT_SOURCE, f"database.{key}", why) for key, why in problems]
+            )
+        return environ[self.url_env]
+
+
+class GroupConfig(ConfigSection):
+    """The [group] section: the single official work group the bot serves."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    platform: GroupPlatform = "local"
+    chat_id: str = "main"
+
+    @field_validator("chat_id")
+    @classmethod
+    def _non_empty_chat(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be empty")
+        return value
+
+
+class EgovConfig(ConfigSection):
+    """The [egov] section: the e-government API, on only when its secret variable is set."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    secret_env: str = "WORKBOT_EGOV_SECRET"  # noqa: S105 - a variable's name, not a secret
+    callback_url: str = ""
+    max_skew_seconds: int = Field(default=300, ge=1, le=86_400)
+
+    @field_validator("secret_env")
+    @classmethod
+    def _env_name(cls, value: str) -> str:
+        return _check_env_name(value)
+
+    @field_validator("callback_url")
+    @classmethod
+    def _empty_or_http(cls, value: str) -> str:
+        if value:
+            problem = _http_url_problem(value, allow_query=True)
+            if problem is not None:
+                raise ValueError(f"{problem}, or empty")
+        return value
+
+    def environment_problems(self, environ: Mapping[str, str]) -> list[tuple[str, str]]:
+        """Require the secret when callbacks, which are signed with it, are configured."""
+        if not self.callback_url or environ.get(self.secret_env):
+            return []
+        state = "is not set" if self.secret_env not in environ else "is empty"
+        reason = (
+            f"environment variable {self.secret_env} {state} "
+            "(needed because egov.callback_url is set)"
+        )
+        return [("secret_env", reason)]
+
+    def secret(self, environ: Mapping[str, str]) -> str | None:
+        """Return the shared secret, or None when the e-gov API is off."""
+        return environ.get(self.secret_env) or None
+
+
+class ScheduleConfig(ConfigSection):
+    """The [schedule] section: working time, quiet hours, reminders and the calendar."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    working_hours: str = "08:30-17:30"
+    quiet_hours: str = "22:00-07:00"
+    digest_at: Annotated[str, BeforeValidator(_clock_from_toml)] = "09:00"
+    remind_before: Annotated[tuple[Duration, ...], Field(strict=False)] = (
+        timedelta(days=1),
+        timedelta(hours=2),
+    )
+    reminders_per_person_per_day: int = Field(default=3, ge=0)
+    escalate_after: Duration = timedelta(days=1)
+    min_lead_time: Duration = timedelta(days=1)
+    extra_holidays: Annotated[tuple[CalendarDate, ...], Field(strict=False)] = ()
+    extra_workdays: Annotated[tuple[CalendarDate, ...], Field(strict=False)] = ()
+
+    @field_validator("working_hours")
+    @classmethod
+    def _forward_span(cls, value: str) -> str:
+        span = _parse_span(value)
+        if span[0] >= span[1]:
+            raise ValueError(f"must start before it ends, got {_show(value)}")
+        return _format_span(span)
+
+    @field_validator("quiet_hours")
+    @classmethod
+    def _any_span(cls, value: str) -> str:
+        span = _parse_span(value)
+        if span[0] == span[1]:
+            raise ValueError(f"start and end must differ, got {_show(value)}")
+        return _format_span(span)
+
+    @field_validator("digest_at")
+    @classmethod
+    def _clock(cls, value: str) -> str:
+        return f"{_parse_clock(value):%H:%M}"
+
+    @field_validator("extra_workdays")
+    @classmethod
+    def _not_also_holidays(cls, value: tuple[date, ...], info: ValidationInfo) -> tuple[date, ...]:
+        holidays = set(info.data.get("extra_holidays", ()))
+        both = sorted({day for day in value if day in holidays})
+        if both:
+            days = ", ".join(day.isoformat() for day in both)
+            raise ValueError(f"{days} also in schedule.extra_holidays; a date can be only one")
+        return value
+
+    @property
+    def working_hours_span(self) -> tuple[time, time]:
+        """Working hours as (start, end), start before end."""
+        return _parse_span(self.working_hours)
+
+    @property
+    def quiet_hours_span(self) -> tuple[time, time]:
+        """Quiet hours as (start, end); end before start means they wrap past midnight."""
+        return _parse_span(self.quiet_hours)
+
+    @property
+    def digest_time(self) -> time:
+        """The local time of day the digest is sent."""
+        return _parse_clock(self.digest_at)
+
+    def in_working_hours(self, moment: time) -> bool:
+        """Tell whether a local time of day falls within working hours."""
+        return _in_span(self.working_hours_span, moment)
+
+    def in_quiet_hours(self, moment: time) -> bool:
+        """Tell whether a local time of day falls within quiet hours."""
+        return _in_span(self.quiet_hours_span, moment)
+
+
+class LocalPlatformConfig(ConfigSection):
+    """The [platforms.local] table: the built-in local chat used for development and tests."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    enabled: bool = False
+
+
+class PlatformsConfig(ConfigSection):
+    """The [platforms] tables: one field per platform, each a model from its adapter module."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    local: LocalPlatformConfig = Field(default_factory=LocalPlatformConfig)
+
+
+class LoggingConfig(ConfigSection):
+    """The [logging] section: level and output format."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    level: LogLevel = "INFO"
+    json_format: bool = Field(default=False, alias="json")
+
+
+class Config(ConfigSection):
+    """The whole workbot configuration."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    bot: BotConfig = Field(default_factory=BotConfig)
+    server: ServerConfig = Field(default_factory=ServerConfig)
+    database: DatabaseConfig = Field(default_factory=DatabaseConfig)
+    group: GroupConfig = Field(default_factory=GroupConfig)
+    egov: EgovConfig = Field(default_factory=EgovConfig)
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
+    platforms: PlatformsConfig = Field(default_factory=PlatformsConfig)
+    logging: LoggingConfig = Field(default_factory=LoggingConfig)
+
+    @classmethod
+    def defaults(cls) -> Self:
+        """Return the embedded defaults used when there is no config file."""
+        return cls()
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedConfig:
+    """A validated configuration and where it came from (a path or "<defaults>")."""
+
+    config: Config
+    source: str
+
+
+_EXPECTED = {
+    "int_type": "an integer",
+    "string_type": "a string",
+    "bool_type": "true or false",
+    "date_type": "a date (YYYY-MM-DD)",
+    "time_type": "a time (HH:MM)",
+    "float_type": "a number",
+    "list_type": "an array",
+    "tuple_type": "an array",
+    "model_type": "a table",
+    "model_attributes_type": "a table",
+    "dict_type": "a table",
+}
+
+
+def _dotted(loc: tuple[str | int, ...]) -> str:
+    parts = [
+        str(part) if isinstance(part, int) or _BARE_KEY_RE.fullmatch(part) else f'"{part}"'
+        for part in loc
+    ]
+    return ".".join(parts) or "(top)"
+
+
+def _unknown_key_reason(loc: tuple[str | int, ...], value: object) -> str:
+    if len(loc) == 2 and loc[0] == "platforms":
+        known = ", ".join(PlatformsConfig.model_fields)
+        return f"unknown platform (known: {known})"
+    if len(loc) == 1 and isinstance(value, dict):
+        return "unknown section"
+    return "unknown key"
+
+
+def _reason(error: ErrorDetails) -> str:
+    """Turn one pydantic error into a short reason that names types the TOML way."""
+    kind = error["type"]
+    ctx: dict[str, Any] = dict(error.get("ctx") or {})
+    value = error.get("input")
+    if kind == "extra_forbidden":
+        return _unknown_key_reason(error["loc"], value)
+    if kind == "value_error" and "error" in ctx:
+        return str(ctx["error"])
+    if kind in _EXPECTED:
+        return f"expected {_EXPECTED[kind]}, got {_toml_type(value)}"
+    if kind == "literal_error":
+        return f"expected {ctx.get('expected', 'one of the allowed values')}, got {_show(value)}"
+    bounds = {
+        "greater_than_equal": ("at least", "ge"),
+        "greater_than": ("greater than", "gt"),
+        "less_than_equal": ("at most", "le"),
+        "less_than": ("less than", "lt"),
+    }
+    if kind in bounds and bounds[kind][1] in ctx:
+        words, name = bounds[kind]
+        return f"must be {words} {ctx[name]}, got {_show(value)}"
+    return str(error["msg"])
+
+
+def _section_type(annotation: object) -> type[ConfigSection] | None:
+    candidates = (annotation, *get_args(annotation))
+    for candidate in candidates:
+        if isinstance(candidate, type) and issubclass(candidate, ConfigSection):
+            return candidate
+    return None
+
+
+_Located = tuple[tuple[str | int, ...], str]
+
+
+def _section_environment_problems(
+    section: ConfigSection, environ: Mapping[str, str], prefix: tuple[str | int, ...]
+) -> list[_Located]:
+    """Environment problems of a validated section and of the sections inside it."""
+    found: list[_Located] = [
+        ((*prefix, *key.split(".")), reason)
+        for key, reason in section.environment_problems(environ)
+    ]
+    for name, field in type(section).model_fields.items():
+        child = getattr(section, name)
+        if isinstance(child, ConfigSection):
+            found += _section_environment_problems(child, environ, (*prefix, field.alias or name))
+    return found
+
+
+def _raw_environment_problems(
+    model: type[ConfigSection],
+    raw: object,
+    environ: Mapping[str, str],
+    prefix: tuple[str | int, ...],
+) -> list[_Located]:
+    """Environment problems of every part of `raw` that validates on its own."""
+    try:
+        section = model.model_validate(raw)
+    except ValidationError:
+        pass
+    else:
+        return _section_environment_problems(section, environ, prefix)
+    if not isinstance(raw, dict):
+        return []
+    found: list[_Located] = []
+    for name, field in model.model_fields.items():
+        child_model = _section_type(field.annotation)
+        if child_model is None:
+            continue
+        key = field.alias or name
+        if key in raw:
+            found += _raw_environment_problems(child_model, raw[key], environ, (*prefix, key))
+            continue
+        default = field.get_default(call_default_factory=True)
+        if isinstance(default, ConfigSection):
+            found += _section_environment_problems(default, environ, (*prefix, key))
+    return found
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    """Read and parse a TOML file, turning every failure into a ConfigError."""
+    source = str(path)
+
+    def fail(key: str, reason: str) -> ConfigError:
+        return ConfigError([ConfigProblem(source, key, reason)])
+
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise fail("(file)", "not found") from None
+    except IsADirectoryError:
+        raise fail("(file)", "is a directory, not a file") from None
+    except PermissionError:
+        raise fail("(file)", "permission denied") from None
+    except OSError as exc:
+        raise fail("(file)", f"cannot read it ({exc.strerror or type(exc).__name__})") from None
+    try:
+        text = data.decode("utf-8").removeprefix("\ufeff")
+    except UnicodeDecodeError as exc:
+        raise fail("(file)", f"not valid UTF-8 (bad byte at offset {exc.start})") from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise fail("(syntax)", str(exc)) from None
+    except ValueError as exc:
+        raise fail("(syntax)", str(exc).split(":", 1)[0]) from None
+    except RecursionError:
+        raise fail("(syntax)", "nested too deeply") from None
+
+
+def validate_config(raw: Mapping[str, Any], source: str, environ: Mapping[str, str]) -> Config:
+    """Validate parsed TOML, raising ConfigError with every structural and environment problem."""
+    problems: list[ConfigProblem] = []
+    config: Config | None = None
+    try:
+        config = Config.model_validate(raw)
+    except ValidationError as exc:
+        problems += [
+            ConfigProblem(source, _dotted(error["loc"]), _reason(error))
+            for error in exc.errors(include_url=False)
+        ]
+    if config is not None:
+        located = _section_environment_problems(config, environ, ())
+    else:
+        located = _raw_environment_problems(Config, dict(raw), environ, ())
+    problems += [ConfigProblem(source, _dotted(loc), reason) for loc, reason in located]
+    unique = list(dict.fromkeys(problems))
+    if unique or config is None:
+        raise ConfigError(unique)
+    return config
+
+
+def load_config(path: Path | None, environ: Mapping[str, str]) -> LoadedConfig:
+    """Load and validate the config file, or the embedded defaults when path is None."""
+    if path is None:
+        return LoadedConfig(validate_config({}, DEFAULTS_SOURCE, environ), DEFAULTS_SOURCE)
+    raw = _read_toml(path)
+    return LoadedConfig(validate_config(raw, str(path), environ), str(path))
+
+
+def _exists(path: Path) -> bool:
+    try:
+        return path.exists()
+    except OSError:
+        return True
+
+
+def resolve_config_path(
+    cli_path: Path | None, environ: Mapping[str, str], cwd: Path
+) -> Path | None:
+    """Pick the config file: -c FILE, else $WORKBOT_CONFIG, else ./config.toml, else None."""
+    explicit = cli_path
+    if explicit is None and environ.get(CONFIG_ENV_VAR):
+        explicit = Path(environ[CONFIG_ENV_VAR])
+    if explicit is not None:
+        candidate = explicit if explicit.is_absolute() else cwd / explicit
+        if not _exists(candidate):
+            raise ConfigError([ConfigProblem(str(explicit), "(file)", "not found")])
+        return candidate
+    default = cwd / DEFAULT_CONFIG_NAME
+    return default if _exists(default) else None
