@@ -1,0 +1,143 @@
+"""The aiohttp application: wiring, lifetimes (cleanup_ctx) and the service endpoints."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from typing import Any
+
+from aiohttp import web
+from sqlalchemy import func, select, text
+
+from bot import __version__
+from bot.appkeys import CONFIG, DATABASE, ENVIRON, METRICS
+from bot.config import Config
+from bot.metrics import Metrics
+from storage.db import Database
+from storage.migrate import require_current, upgrade
+from storage.models import Notice, OutboxMessage
+from storage.types import OutboxState
+
+log = logging.getLogger("workbot.app")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def json_error(status: int, code: str, message: str, **extra: Any) -> web.Response:
+    """The contract's error body: {"error": {"code", "message", ...}}."""
+    return web.json_response({"error": {"code": code, "message": message, **extra}}, status=status)
+
+
+@web.middleware
+async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every error is JSON; an unexpected one is logged with a reference and answered 500."""
+    metrics = request.app[METRICS]
+    route = request.match_info.route.resource
+    route_name = route.canonical if route is not None else "unmatched"
+    try:
+        response = await handler(request)
+    except web.HTTPException as exc:
+        if exc.status >= 400 and exc.content_type != "application/json":
+            code = exc.reason.lower().replace(" ", "_").replace("-", "_")
+            response = json_error(exc.status, code, exc.reason)
+        else:
+            response = exc
+    except Exception:
+        ref = log_unexpected(request)
+        response = json_error(500, "internal", f"unexpected error (reference {ref})", reference=ref)
+    metrics.count_request(request.method, route_name, response.status)
+    return response
+
+
+def log_unexpected(request: web.Request) -> str:
+    """Log the current exception under a short reference id and return the id."""
+    ref = secrets.token_hex(4)
+    log.exception("unexpected error %s on %s %s", ref, request.method, request.path)
+    return ref
+
+
+async def healthz(request: web.Request) -> web.Response:
+    """Liveness and readiness: database reachability and the outbox backlog."""
+    db = request.app[DATABASE]
+    outbox = {"pending": 0, "dead": 0}
+    db_state = "ok"
+    try:
+        async with db.read() as session:
+            await session.execute(text("SELECT 1"))
+            for state, n in (
+                await session.execute(
+                    select(OutboxMessage.state, func.count())
+                    .where(OutboxMessage.state.in_([OutboxState.PENDING, OutboxState.DEAD]))
+                    .group_by(OutboxMessage.state)
+                )
+            ).all():
+                outbox[state.value] = int(n)
+    except Exception:
+        log.warning("healthz: database check failed", exc_info=True)
+        db_state = "error"
+    degraded = db_state != "ok" or outbox["dead"] > 0
+    body = {
+        "status": "degraded" if degraded else "ok",
+        "db": db_state,
+        "outbox": outbox,
+        "version": __version__,
+    }
+    return web.json_response(body, status=503 if db_state != "ok" else 200)
+
+
+async def metrics_endpoint(request: web.Request) -> web.Response:
+    """Prometheus text exposition."""
+    gauges: dict[str, dict[str, int]] = {}
+    try:
+        async with request.app[DATABASE].read() as session:
+            for name, column in (
+                ("outbox_messages", OutboxMessage.state),
+                ("notices", Notice.state),
+            ):
+                rows = (await session.execute(select(column, func.count()).group_by(column))).all()
+                gauges[name] = {state.value: int(n) for state, n in rows}
+    except Exception:
+        log.warning("metrics: database query failed", exc_info=True)
+    body = request.app[METRICS].render(__version__, gauges)
+    return web.Response(
+        text=body,
+        content_type="text/plain",
+        charset="utf-8",
+        headers={"X-Content-Type-Options": "nosniff"},
+    )
+
+
+def database_ctx(auto_migrate: bool) -> Callable[[web.Application], AsyncIterator[None]]:
+    """The database's lifetime: open, migrate or check the schema, and dispose at shutdown."""
+
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        config = app[CONFIG]
+        db = Database(config.database.resolved_url(app[ENVIRON]))
+        try:
+            if auto_migrate:
+                await upgrade(db)
+            else:
+                await require_current(db)
+        except BaseException:
+            await db.dispose()
+            raise
+        app[DATABASE] = db
+        yield
+        await db.dispose()
+
+    return ctx
+
+
+def create_app(config: Config, environ: Mapping[str, str]) -> web.Application:
+    """Build the application for a validated configuration."""
+    app = web.Application(
+        middlewares=[errors_middleware], client_max_size=config.server.max_body_bytes
+    )
+    app[CONFIG] = config
+    app[ENVIRON] = environ
+    app[METRICS] = Metrics()
+    app.cleanup_ctx.append(database_ctx(config.database.auto_migrate))
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics_endpoint)
+    return app

@@ -1,0 +1,596 @@
+"""The `workbot` command line (design.md §5.1)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import logging
+import os
+import re
+import sqlite3
+import sys
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from pathlib import Path
+from typing import NoReturn, TextIO
+
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
+
+from bot import __version__
+from bot.config import Config, ConfigError, LoadedConfig, load_config, resolve_config_path
+from bot.i18n import Translator
+from storage import audit, queries
+from storage.db import Database
+from storage.directory import DirectoryFileError, parse_people_csv, upsert_people
+from storage.domain import Actor, Audience, NoticeDraft, create_notice
+from storage.errors import DomainError, UnknownPerson
+from storage.migrate import SchemaError, require_current, upgrade
+from storage.models import Person
+from storage.types import UTC, NoticeKind, NoticeSource, Requires
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+DEFAULT_DUE_TIME = dt.time(17, 30)
+
+
+class UsageError(Exception):
+    """Bad input on the command line: reported as one message, exit code 2."""
+
+
+class Context:
+    """What a command needs: the validated config, the environment, output streams."""
+
+    def __init__(self, loaded: LoadedConfig, environ: Mapping[str, str], out: TextIO, err: TextIO):
+        self.loaded = loaded
+        self.config: Config = loaded.config
+        self.environ = environ
+        self.out = out
+        self.err = err
+        self.t = Translator(self.config.bot.language)
+        self.tz = self.config.bot.tz
+
+    def database(self) -> Database:
+        """A database handle for the configured URL."""
+        return Database(self.config.database.resolved_url(self.environ))
+
+    def print(self, line: str = "") -> None:
+        """Write one line of output."""
+        print(line, file=self.out)
+
+    def local(self, when: dt.datetime | None) -> str:
+        """A timestamp in the bot's timezone, or the localized 'none'."""
+        if when is None:
+            return self.t("none")
+        return when.astimezone(self.tz).strftime("%Y-%m-%d %H:%M")
+
+    def domain_message(self, error: DomainError) -> str:
+        """A domain error as a localized sentence."""
+        params = dict(error.params)
+        if "state" in params:
+            prefix = "notice_state" if error.code == "notice_closed" else "state"
+            params["state_label"] = self.t(f"{prefix}.{params['state']}")
+        params.setdefault("message", str(error))
+        return self.t(f"error.{error.code}", **params)
+
+
+def now() -> dt.datetime:
+    """The current time (aware, UTC)."""
+    return dt.datetime.now(UTC)
+
+
+async def _open(ctx: Context) -> Database:
+    db = ctx.database()
+    try:
+        await require_current(db)
+    except BaseException:
+        await db.dispose()
+        raise
+    return db
+
+
+def parse_deadline(text: str, tz: dt.tzinfo) -> dt.datetime:
+    """An ISO 8601 date or datetime; naive means the bot's timezone, a bare date means 17:30."""
+    text = text.strip()
+    try:
+        if re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
+            return dt.datetime.combine(dt.date.fromisoformat(text), DEFAULT_DUE_TIME, tzinfo=tz)
+        value = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise UsageError(
+            f"--deadline: {text!r} is not an ISO 8601 date or time (e.g. 2019-12-10T17:00+08:00)"
+        ) from None
+    return value if value.tzinfo is not None else value.replace(tzinfo=tz)
+
+
+def parse_audience(specs: Sequence[str]) -> Audience:
+    """`all`, `dept:NAME`, `person:ID` (repeatable, also comma-separated)."""
+    everyone = False
+    departments: list[str] = []
+    people: list[str] = []
+    for raw in specs:
+        for spec in (s.strip() for s in raw.split(",")):
+            kind, _, value = spec.partition(":")
+            if spec in ("all", "全体"):
+                everyone = True
+            elif kind in ("dept", "department") and value.strip():
+                departments.append(value.strip())
+            elif kind == "person" and value.strip():
+                people.append(value.strip())
+            else:
+                raise UsageError(f"--to: {spec!r} is not all, dept:NAME or person:ID")
+    return Audience(everyone, tuple(dict.fromkeys(departments)), tuple(dict.fromkeys(people)))
+
+
+# --- commands -------------------------------------------------------------------------------
+
+
+def cmd_serve(ctx: Context, args: argparse.Namespace) -> int:
+    """Serve HTTP (and, as they land, delivery and the scheduler) until SIGINT or SIGTERM."""
+    from aiohttp import web
+
+    from bot.app import create_app
+
+    server = ctx.config.server
+    app = create_app(ctx.config, ctx.environ)
+
+    async def announce(_app: web.Application) -> None:
+        print(ctx.t("cli.serving", host=server.host, port=server.port), file=ctx.err, flush=True)
+
+    app.on_startup.append(announce)
+    try:
+        web.run_app(
+            app,
+            host=server.host,
+            port=server.port,
+            shutdown_timeout=server.shutdown_timeout.total_seconds(),
+            print=None,
+            access_log=None,
+            handle_signals=True,
+        )
+    except OSError as exc:
+        print(
+            f"workbot: cannot listen on {server.host}:{server.port}: {exc.strerror}", file=ctx.err
+        )
+        return EXIT_USAGE
+    return EXIT_OK
+
+
+async def cmd_migrate(ctx: Context, args: argparse.Namespace) -> int:
+    """Apply every pending migration."""
+    db = ctx.database()
+    try:
+        status = await upgrade(db)
+    finally:
+        await db.dispose()
+    ctx.print(ctx.t("cli.migrated", revision=status.current))
+    return EXIT_OK
+
+
+def cmd_check_config(ctx: Context, args: argparse.Namespace) -> int:
+    """Config already validated by main(); say so."""
+    ctx.print(ctx.t("cli.config_ok", source=ctx.loaded.source))
+    return EXIT_OK
+
+
+async def cmd_people_import(ctx: Context, args: argparse.Namespace) -> int:
+    """Upsert the directory from a CSV file; report every rejected row."""
+    path = Path(args.file)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot read: {exc.strerror}") from None
+    try:
+        parsed = parse_people_csv(data)
+    except DirectoryFileError as exc:
+        raise UsageError(f"{path}: {exc}") from None
+    if args.dry_run:
+        rejected = parsed.rejected
+        valid = len(parsed.rows)
+        result_line = ctx.t("cli.people_dry_run", valid=valid, rejected=len(rejected))
+    else:
+        db = await _open(ctx)
+        try:
+            async with db.transaction() as session:
+                result = await upsert_people(session, parsed, actor=Actor.system("cli"), now=now())
+        finally:
+            await db.dispose()
+        rejected = result.rejected
+        result_line = ctx.t(
+            "cli.people_imported",
+            created=result.created,
+            updated=result.updated,
+            unchanged=result.unchanged,
+            rejected=len(rejected),
+        )
+    for row in rejected:
+        print(
+            ctx.t("cli.people_rejected", file=path, line=row.line, reason=row.reason), file=ctx.err
+        )
+    ctx.print(result_line)
+    return EXIT_FAILED if rejected else EXIT_OK
+
+
+async def cmd_people_list(ctx: Context, args: argparse.Namespace) -> int:
+    """Print the directory."""
+    db = await _open(ctx)
+    try:
+        async with db.read() as session:
+            people = await queries.list_people(session)
+    finally:
+        await db.dispose()
+    if not people:
+        ctx.print(ctx.t("cli.people_none"))
+    for p in people:
+        ids = " ".join(f"{k}={v}" for k, v in sorted(p.platform_ids.items()))
+        ctx.print(
+            "\t".join(
+                [p.id, p.name, p.department or "-", ";".join(p.roles), p.phone or "-", ids]
+            ).rstrip()
+        )
+    return EXIT_OK
+
+
+async def cmd_notice_create(ctx: Context, args: argparse.Namespace) -> int:
+    """Create a formal notice from the command line and print its id."""
+    body = args.body or ""
+    if args.body_file:
+        try:
+            body = Path(args.body_file).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UsageError(f"{args.body_file}: cannot read: {exc}") from None
+    draft = NoticeDraft(
+        title=args.title,
+        body=body,
+        audience=parse_audience(args.to or ["all"]),
+        kind=NoticeKind(args.kind),
+        requires=Requires(args.requires),
+        deadline=parse_deadline(args.deadline, ctx.tz) if args.deadline else None,
+        doc_number=args.doc_number,
+        plan_ref=args.plan_ref,
+        source=NoticeSource.CLI,
+    )
+    db = await _open(ctx)
+    try:
+        async with db.transaction() as session:
+            notice = await create_notice(session, draft, actor=Actor.system("cli"), now=now())
+            count = len(await queries.pending_for_notice(session, notice.id))
+    finally:
+        await db.dispose()
+    print(ctx.t("cli.notice_created", id=notice.id, title=notice.title, count=count), file=ctx.err)
+    ctx.print(str(notice.id))
+    return EXIT_OK
+
+
+async def cmd_notice_list(ctx: Context, args: argparse.Namespace) -> int:
+    """List notices, newest first, with their tallies."""
+    db = await _open(ctx)
+    try:
+        async with db.read() as session:
+            notices = await queries.list_notices(session, open_only=args.open, limit=args.limit)
+    finally:
+        await db.dispose()
+    if not notices:
+        ctx.print(ctx.t("cli.no_notices"))
+    for n in notices:
+        ctx.print(
+            ctx.t(
+                "cli.notice_line",
+                id=n.id,
+                state=ctx.t(f"notice_state.{n.state.value}"),
+                kind=ctx.t(f"kind.{n.kind.value}"),
+                title=n.title,
+                deadline=ctx.local(n.deadline),
+                acknowledged=n.acknowledged,
+                assigned=n.assigned,
+                done=n.done,
+                outstanding=n.outstanding,
+            )
+        )
+    return EXIT_OK
+
+
+async def cmd_notice_show(ctx: Context, args: argparse.Namespace) -> int:
+    """Show one notice and each assignee's state on one line."""
+    db = await _open(ctx)
+    try:
+        async with db.read() as session:
+            st = await queries.status(session, args.id, now())
+    finally:
+        await db.dispose()
+    t = ctx.t
+    ctx.print(
+        t(
+            "cli.notice_header",
+            id=st.id,
+            title=st.title,
+            kind=t(f"kind.{st.kind.value}"),
+            state=t(f"notice_state.{st.state.value}"),
+            requires=t(f"requires.{st.requires.value}"),
+        )
+    )
+    ctx.print(
+        t(
+            "cli.notice_meta",
+            deadline=ctx.local(st.deadline),
+            doc_number=st.doc_number or t("none"),
+            source=st.source,
+        )
+    )
+    ctx.print(t("cli.notice_counts", **st.counts))
+    for a in st.assignees:
+        fields = [a.person_id, a.name, a.department or "-", t(f"state.{a.state.value}")]
+        if a.acknowledged_at is not None:
+            channel = t(f"channel.{a.channel.value}") if a.channel else ""
+            fields.append(f"{ctx.local(a.acknowledged_at)} {channel}".strip())
+        if a.progress_percent is not None or a.last_progress:
+            pct = f"{a.progress_percent}% " if a.progress_percent is not None else ""
+            fields.append(f"{pct}{a.last_progress or ''}".strip())
+        if a.late:
+            fields.append(t("flag.late"))
+        if a.overdue:
+            fields.append(t("flag.overdue"))
+        if a.excuse_reason:
+            fields.append(a.excuse_reason)
+        ctx.print("\t".join(fields))
+    return EXIT_OK
+
+
+async def cmd_pending(ctx: Context, args: argparse.Namespace) -> int:
+    """A person's pending items, or who has not answered each open notice."""
+    t = ctx.t
+    at = now()
+    db = await _open(ctx)
+    try:
+        async with db.read() as session:
+            if args.person:
+                if await session.get(Person, args.person) is None:
+                    raise UnknownPerson([args.person])
+                items = await queries.pending_for(session, args.person, at)
+                if not items:
+                    ctx.print(t("cli.pending_person_none", person=args.person))
+                for i in items:
+                    ctx.print(
+                        t(
+                            "cli.pending_item",
+                            id=i.notice_id,
+                            title=i.title,
+                            deadline=ctx.local(i.deadline),
+                            state=t(f"state.{i.state.value}"),
+                            overdue=f" ({t('flag.overdue')})" if i.overdue else "",
+                        )
+                    )
+                return EXIT_OK
+            any_pending = False
+            for n in await queries.list_notices(session, open_only=True, limit=10_000):
+                if not n.outstanding:
+                    continue
+                any_pending = True
+                people = await queries.pending_for_notice(session, n.id)
+                ctx.print(
+                    t(
+                        "cli.pending_notice",
+                        id=n.id,
+                        title=n.title,
+                        deadline=ctx.local(n.deadline),
+                        count=len(people),
+                    )
+                )
+                for p in people:
+                    state = t(f"state.{p.state.value}")
+                    ctx.print(f"  {p.person_id}\t{p.name}\t{p.department or '-'}\t{state}")
+            if not any_pending:
+                ctx.print(t("cli.pending_none"))
+    finally:
+        await db.dispose()
+    return EXIT_OK
+
+
+async def cmd_audit_verify(ctx: Context, args: argparse.Namespace) -> int:
+    """Check the audit hash chain; exit 1 naming the first bad row."""
+    db = await _open(ctx)
+    try:
+        async with db.read() as session:
+            result = await audit.verify(session)
+    finally:
+        await db.dispose()
+    if result.ok:
+        ctx.print(ctx.t("cli.audit_ok", count=result.checked))
+        return EXIT_OK
+    print(ctx.t("cli.audit_bad", seq=result.seq, problem=result.problem), file=ctx.err)
+    return EXIT_FAILED
+
+
+async def cmd_backup(ctx: Context, args: argparse.Namespace) -> int:
+    """An online, consistent copy of a SQLite database; pg_dump advice for PostgreSQL."""
+    target = Path(args.file)
+    db = ctx.database()
+    try:
+        if not db.is_sqlite:
+            dsn = db.url.set(drivername="postgresql").render_as_string(hide_password=True)
+            ctx.print(ctx.t("cli.backup_pg", file=target, dsn=dsn))
+            return EXIT_USAGE
+        await require_current(db)
+        source = db.url.database or ""
+    finally:
+        await db.dispose()
+    if target.exists():
+        raise UsageError(f"{target}: already exists; choose a new file name")
+    if not target.parent.is_dir():
+        raise UsageError(f"{target.parent}: no such directory")
+
+    def copy() -> None:
+        src = sqlite3.connect(source)
+        try:
+            dst = sqlite3.connect(target)
+            try:
+                src.backup(dst)
+            finally:
+                dst.close()
+        finally:
+            src.close()
+
+    await asyncio.to_thread(copy)
+    ctx.print(ctx.t("cli.backup_done", file=target, size=target.stat().st_size))
+    return EXIT_OK
+
+
+# --- wiring ---------------------------------------------------------------------------------
+
+
+Command = Callable[[Context, argparse.Namespace], "int | Awaitable[int]"]
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that exits 2 with one clear line (it already does; keep usage short)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The CLI grammar (design.md §5.1)."""
+    common = _Parser(add_help=False)
+    common.add_argument(
+        "-c",
+        "--config",
+        metavar="FILE",
+        default=argparse.SUPPRESS,
+        help="config file (default: $WORKBOT_CONFIG, ./config.toml, built-in)",
+    )
+    parser = _Parser(
+        prog="workbot",
+        description="workbot: formal notices for one official work group.",
+        parents=[common],
+    )
+    parser.add_argument("--version", action="version", version=f"workbot {__version__}")
+    sub = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", parser_class=_Parser
+    )
+
+    def add(
+        name: str, func: Command, help_text: str, parent: argparse._SubParsersAction[_Parser] = sub
+    ) -> _Parser:
+        p = parent.add_parser(name, help=help_text, description=help_text, parents=[common])
+        p.set_defaults(func=func)
+        return p
+
+    add("serve", cmd_serve, "migrate (if enabled), then serve HTTP until SIGINT/SIGTERM")
+    add("migrate", cmd_migrate, "apply database migrations")
+    add(
+        "check-config", cmd_check_config, "validate the configuration; exit 2 listing every problem"
+    )
+
+    people = sub.add_parser("people", help="the staff directory", parents=[common])
+    people_sub = people.add_subparsers(
+        dest="people_command", required=True, metavar="COMMAND", parser_class=_Parser
+    )
+    p = add("import", cmd_people_import, "upsert people from a CSV file", people_sub)
+    p.add_argument("file", metavar="FILE.csv")
+    p.add_argument("--dry-run", action="store_true", help="validate only; write nothing")
+    add("list", cmd_people_list, "list the directory", people_sub)
+
+    notice = sub.add_parser("notice", help="formal notices", parents=[common])
+    notice_sub = notice.add_subparsers(
+        dest="notice_command", required=True, metavar="COMMAND", parser_class=_Parser
+    )
+    p = add("create", cmd_notice_create, "create a formal notice and print its id", notice_sub)
+    p.add_argument("--title", required=True)
+    body = p.add_mutually_exclusive_group()
+    body.add_argument("--body", default="")
+    body.add_argument("--body-file", metavar="FILE")
+    p.add_argument(
+        "--deadline",
+        metavar="ISO8601",
+        help="naive times are in bot.timezone; a date alone means 17:30",
+    )
+    p.add_argument(
+        "--to", nargs="+", metavar="WHO", help="all | dept:NAME | person:ID (default: all)"
+    )
+    p.add_argument("--requires", choices=[r.value for r in Requires], default=Requires.ACK.value)
+    p.add_argument("--kind", choices=[k.value for k in NoticeKind], default=NoticeKind.NOTICE.value)
+    p.add_argument("--doc-number", metavar="文号")
+    p.add_argument("--plan-ref", metavar="REF")
+    p = add("list", cmd_notice_list, "list notices, newest first", notice_sub)
+    p.add_argument("--open", action="store_true", help="only open notices")
+    p.add_argument("--limit", type=int, default=50)
+    p = add("show", cmd_notice_show, "show a notice and every assignee's state", notice_sub)
+    p.add_argument("id", type=_notice_id, metavar="ID")
+
+    p = add("pending", cmd_pending, "pending items: one person's, or every open notice's")
+    p.add_argument("--person", metavar="ID")
+
+    audit_p = sub.add_parser("audit", help="the audit trail", parents=[common])
+    audit_sub = audit_p.add_subparsers(
+        dest="audit_command", required=True, metavar="COMMAND", parser_class=_Parser
+    )
+    add("verify", cmd_audit_verify, "check the audit hash chain", audit_sub)
+
+    p = add("backup", cmd_backup, "back up the database (SQLite online backup)")
+    p.add_argument("file", metavar="FILE")
+    return parser
+
+
+def _notice_id(text: str) -> int:
+    try:
+        value = int(text.strip().lstrip("#＃"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a notice id") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a notice id")
+    return value
+
+
+def _configure_logging(config: Config) -> None:
+    logging.basicConfig(
+        level=config.logging.level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    if config.logging.level != "DEBUG":
+        # Alembic narrates every step at INFO; the CLI prints its own one-line summary.
+        logging.getLogger("alembic").setLevel(logging.WARNING)
+
+
+def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
+    """Entry point of the `workbot` console script; returns the exit code."""
+    env = os.environ if environ is None else environ
+    args = build_parser().parse_args(argv)
+    cli_path = Path(args.config) if getattr(args, "config", None) else None
+    try:
+        loaded = load_config(resolve_config_path(cli_path, env, Path.cwd()), env)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return EXIT_USAGE
+    ctx = Context(loaded, env, sys.stdout, sys.stderr)
+    _configure_logging(ctx.config)
+    try:
+        result = args.func(ctx, args)
+        if asyncio.iscoroutine(result):
+            result = asyncio.run(result)
+        return int(result)
+    except UsageError as exc:
+        print(f"workbot: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except DomainError as exc:
+        print(f"workbot: {ctx.domain_message(exc)}", file=sys.stderr)
+        return EXIT_USAGE
+    except SchemaError as exc:
+        print(f"workbot: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except (SQLAlchemyError, OSError) as exc:
+        url = ctx.config.database.resolved_url(env)
+        shown = make_url(url).render_as_string(hide_password=True)
+        print(f"workbot: database {shown}: {_first_line(exc)}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        return 130
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(getattr(exc, "orig", None) or exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
