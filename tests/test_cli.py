@@ -1,0 +1,256 @@
+"""The `workbot` CLI as the office uses it: what it prints, what it stores, what it refuses."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from bot.cli import main
+
+PEOPLE = """id,name,department,roles,phone,wecom
+p001,张三,基础教育科,staff,13800000001,zhangsan
+p002,李四,基础教育科,staff;head,,lisi
+p003,王五,办公室,office,,
+p004,赵六,督导科,staff,,
+"""
+
+Run = Callable[..., tuple[int, str, str]]
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Path:
+    """A directory with a config pointing at its own SQLite file (English output)."""
+    (tmp_path / "config.toml").write_text(
+        '[bot]\nlanguage = "en"\n[database]\nurl = "sqlite+aiosqlite:///'
+        + str(tmp_path / "wb.db")
+        + '"\n',
+        encoding="utf-8",
+    )
+    (tmp_path / "people.csv").write_text(PEOPLE, encoding="utf-8")
+    return tmp_path
+
+
+@pytest.fixture
+def run(workdir: Path, capsys: pytest.CaptureFixture[str]) -> Run:
+    """Run the CLI in-process with the work dir's config; returns (exit code, stdout, stderr)."""
+
+    def _run(*argv: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
+        capsys.readouterr()
+        code = main(["-c", str(workdir / "config.toml"), *argv], env or {})
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return _run
+
+
+def count(db: Path, table: str) -> int:
+    """Rows in a table of the SQLite file."""
+    with sqlite3.connect(db) as conn:
+        return int(conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
+
+
+def test_check_config_ok_and_broken(run: Run, workdir: Path) -> None:
+    code, out, _ = run("check-config")
+    assert code == 0
+    assert "valid" in out
+    bad = workdir / "bad.toml"
+    bad.write_text('[server]\nprot = 1\nport = "x"\n[bot]\ntimezone = "Mars/Base"\n')
+    code, out, err = run("check-config", "-c", str(bad))
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert any(line.startswith(f"{bad}: server.prot: ") for line in lines)
+    assert any(line.startswith(f"{bad}: server.port: ") for line in lines)
+    assert any(line.startswith(f"{bad}: bot.timezone: ") for line in lines)
+    assert "Traceback" not in err
+
+
+def test_people_import_reports_bad_rows_and_upserts_good_ones(run: Run, workdir: Path) -> None:
+    assert run("migrate")[0] == 0
+    csv = workdir / "mixed.csv"
+    csv.write_text(
+        PEOPLE + "p005,钱七,督导科,chief,,\np001,重复,督导科,staff,,\n,无号,督导科,staff,,\n",
+        encoding="utf-8",
+    )
+    code, out, err = run("people", "import", str(csv))
+    assert code == 1
+    assert f"{csv}: line 6: unknown role(s) 'chief'" in err
+    assert f"{csv}: line 7: duplicate id 'p001'" in err
+    assert f"{csv}: line 8: missing id" in err
+    assert "4 created" in out and "3 rejected" in out
+    code, out, _ = run("people", "list")
+    assert code == 0
+    assert [line.split("\t")[0] for line in out.splitlines()] == ["p003", "p001", "p002", "p004"]
+    assert "wecom=zhangsan" in out
+    # Re-import is an upsert: same rows unchanged, a changed name updated.
+    (workdir / "again.csv").write_text(PEOPLE.replace("赵六", "赵六六"), encoding="utf-8")
+    code, out, _ = run("people", "import", str(workdir / "again.csv"))
+    assert code == 0
+    assert "0 created, 1 updated, 3 unchanged, 0 rejected" in out
+
+
+def test_people_import_file_errors_write_nothing(run: Run, workdir: Path) -> None:
+    assert run("migrate")[0] == 0
+    bad = workdir / "bad.csv"
+    bad.write_text("id,name,roles\np001,张三,staff\n", encoding="utf-8")
+    code, _, err = run("people", "import", str(bad))
+    assert code == 2
+    assert f"{bad}: missing column(s): department" in err
+    code, _, err = run("people", "import", str(workdir / "nope.csv"))
+    assert code == 2
+    assert "nope.csv: cannot read" in err
+    code, out, _ = run("people", "import", "--dry-run", str(workdir / "people.csv"))
+    assert code == 0
+    assert "4 valid rows" in out
+    assert count(workdir / "wb.db", "person") == 0
+
+
+def test_notice_lifecycle_from_the_cli(run: Run, workdir: Path) -> None:
+    assert run("migrate")[0] == 0
+    assert run("people", "import", str(workdir / "people.csv"))[0] == 0
+    code, out, err = run(
+        "notice", "create", "--title", "关于报送作业管理自查情况的通知", "--body", "请报送。",
+        "--deadline", "2099-12-10", "--to", "dept:基础教育科", "person:p003",
+        "--requires", "outcome", "--doc-number", "宜教办发[2019]41号",
+    )  # fmt: skip
+    assert code == 0, err
+    assert out.strip() == "1"
+    assert "for 3 people" in err
+    code, out, _ = run("notice", "create", "--title", "全体通知", "--to", "all")
+    assert (code, out.strip()) == (0, "2")
+
+    code, out, _ = run("notice", "show", "1")
+    assert code == 0
+    lines = out.splitlines()
+    assert "requires: outcome" in lines[0]
+    assert "2099-12-10 17:30" in lines[1] and "宜教办发[2019]41号" in lines[1]
+    assignees = [line.split("\t") for line in lines[3:]]
+    assert sorted(a[0] for a in assignees) == ["p001", "p002", "p003"]
+    assert all(a[3] == "pending" for a in assignees)
+
+    code, out, _ = run("notice", "list", "--open")
+    assert code == 0
+    assert out.splitlines()[0].startswith("#2")
+    assert "acknowledged 0/3" in out.splitlines()[1]
+
+    code, out, _ = run("pending", "--person", "p004")
+    assert code == 0
+    assert out.startswith("#2  全体通知")
+    code, out, _ = run("pending")
+    assert "#1 《关于报送作业管理自查情况的通知》" in out
+    assert "3 still to answer" in out and "4 still to answer" in out
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--to", "dept:不存在科"], "No such department in the directory: 不存在科."),
+        (["--to", "person:p999"], "Not in the directory: p999."),
+        (["--to", "somebody"], "--to: 'somebody' is not all, dept:NAME or person:ID"),
+        (["--deadline", "next week"], "--deadline: 'next week' is not an ISO 8601 date"),
+        (["--deadline", "2001-01-01T00:00+08:00"], "deadline is invalid: is already past"),
+    ],
+)
+def test_notice_create_refusals_change_nothing(
+    run: Run, workdir: Path, args: list[str], message: str
+) -> None:
+    assert run("migrate")[0] == 0
+    assert run("people", "import", str(workdir / "people.csv"))[0] == 0
+    audit_rows = count(workdir / "wb.db", "audit_event")
+    code, out, err = run("notice", "create", "--title", "T", *args)
+    assert code == 2
+    assert message in err
+    assert out == ""
+    assert count(workdir / "wb.db", "notice") == 0
+    assert count(workdir / "wb.db", "audit_event") == audit_rows
+
+
+def test_notice_create_on_empty_directory_is_audience_empty(run: Run) -> None:
+    assert run("migrate")[0] == 0
+    code, _, err = run("notice", "create", "--title", "T", "--to", "all")
+    assert code == 2
+    assert "The audience is empty" in err
+
+
+def test_unknown_notice_and_bad_id(run: Run) -> None:
+    assert run("migrate")[0] == 0
+    code, _, err = run("notice", "show", "#99")
+    assert code == 2 and "There is no notice #99." in err
+    with pytest.raises(SystemExit) as exc:
+        run("notice", "show", "abc")
+    assert exc.value.code == 2
+
+
+def test_commands_refuse_an_unmigrated_database(run: Run) -> None:
+    code, _, err = run("people", "list")
+    assert code == 2
+    assert "run `workbot migrate`" in err
+
+
+def test_audit_verify_detects_an_altered_row(run: Run, workdir: Path) -> None:
+    assert run("migrate")[0] == 0
+    assert run("people", "import", str(workdir / "people.csv"))[0] == 0
+    assert run("notice", "create", "--title", "T")[0] == 0
+    code, out, _ = run("audit", "verify")
+    assert code == 0 and "2 rows verified" in out
+    with sqlite3.connect(workdir / "wb.db") as conn:
+        conn.execute("UPDATE audit_event SET actor = 'mallory' WHERE seq = 2")
+    code, _, err = run("audit", "verify")
+    assert code == 1
+    assert "row 2" in err and "altered" in err
+
+
+def test_backup_is_a_consistent_copy(run: Run, workdir: Path) -> None:
+    assert run("migrate")[0] == 0
+    assert run("people", "import", str(workdir / "people.csv"))[0] == 0
+    assert run("notice", "create", "--title", "T")[0] == 0
+    target = workdir / "backup.db"
+    code, out, _ = run("backup", str(target))
+    assert code == 0 and "backup.db" in out
+    assert count(target, "notice") == 1
+    assert count(target, "assignment") == 4
+    with sqlite3.connect(target) as conn:
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    code, _, err = run("backup", str(target))
+    assert code == 2 and "already exists" in err
+
+
+def test_backup_on_postgresql_explains_pg_dump(run: Run, workdir: Path) -> None:
+    cfg = workdir / "pg.toml"
+    cfg.write_text(
+        '[bot]\nlanguage = "en"\n[database]\nurl = "postgresql+asyncpg://u:secret@db.example/wb"\n'
+    )
+    code, out, _ = run("backup", "-c", str(cfg), str(workdir / "x.dump"))
+    assert code == 2
+    assert "pg_dump --format=custom" in out
+    assert "secret" not in out
+
+
+def test_database_newer_than_the_code_is_refused(run: Run, workdir: Path) -> None:
+    assert run("migrate")[0] == 0
+    with sqlite3.connect(workdir / "wb.db") as conn:
+        conn.execute("UPDATE alembic_version SET version_num = 'fffffffffff0'")
+    for argv in (["migrate"], ["people", "list"]):
+        code, _, err = run(*argv)
+        assert code == 2
+        assert "newer workbot" in err
+        assert "Traceback" not in err
+
+
+def test_database_that_cannot_be_opened_is_one_line(run: Run, workdir: Path) -> None:
+    cfg = workdir / "nodir.toml"
+    cfg.write_text(f'[database]\nurl = "sqlite+aiosqlite:///{workdir}/no/such/dir/x.db"\n')
+    code, _, err = run("migrate", "-c", str(cfg))
+    assert code == 1
+    assert err.startswith("workbot: database sqlite+aiosqlite:///")
+    assert "Traceback" not in err
+
+
+def test_chinese_is_the_default_language(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = workdir / "zh.toml"
+    cfg.write_text(f'[database]\nurl = "sqlite+aiosqlite:///{workdir}/zh.db"\n')
+    assert main(["-c", str(cfg), "migrate"], {}) == 0
+    assert main(["-c", str(cfg), "notice", "show", "5"], {}) == 2
+    assert "没有编号为 #5 的通知。" in capsys.readouterr().err
