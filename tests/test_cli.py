@@ -254,3 +254,11 @@ def test_chinese_is_the_default_language(workdir: Path, capsys: pytest.CaptureFi
     assert main(["-c", str(cfg), "migrate"], {}) == 0
     assert main(["-c", str(cfg), "notice", "show", "5"], {}) == 2
     assert "没有编号为 #5 的通知。" in capsys.readouterr().err
+
+
+def test_the_example_directory_imports_cleanly(run: Run) -> None:
+    assert run("migrate")[0] == 0
+    example = Path(__file__).resolve().parent.parent / "examples" / "people.csv"
+    code, out, err = run("people", "import", str(example))
+    assert (code, err) == (0, "")
+    assert "8 created" in out
