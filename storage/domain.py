@@ -258,10 +258,13 @@ async def create_notice(
     return notice
 
 
-async def _notice(session: AsyncSession, notice_id: int, *, lock: bool = False) -> Notice:
-    stmt = select(Notice).where(Notice.id == notice_id)
-    if lock:
-        stmt = stmt.with_for_update()
+async def _notice(session: AsyncSession, notice_id: int, *, exclusive: bool = False) -> Notice:
+    """Load a notice, locked: shared for assignment changes, exclusive to close or cancel.
+
+    The shared lock makes an acknowledgment and a concurrent close serialise on
+    PostgreSQL, so nothing is ever recorded against a notice that was closed meanwhile.
+    """
+    stmt = select(Notice).where(Notice.id == notice_id).with_for_update(read=not exclusive)
     notice = (
         await session.execute(stmt.execution_options(populate_existing=True))
     ).scalar_one_or_none()
@@ -695,7 +698,7 @@ async def _finish_notice(
     reason: str,
 ) -> Notice:
     actor.require(action, Role.OFFICE)
-    notice = await _notice(session, notice_id, lock=True)
+    notice = await _notice(session, notice_id, exclusive=True)
     if notice.state is not NoticeState.OPEN:
         raise NoticeClosed(notice_id, notice.state.value)
     notice.state = state

@@ -85,7 +85,9 @@ async def _truncate_pg(db: Database) -> None:
 
 
 @pytest.fixture(params=BACKENDS)
-async def db(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, tmp_path: Path) -> AsyncIterator[Database]:
+async def db(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, tmp_path: Path
+) -> AsyncIterator[Database]:
     """A freshly migrated, empty database: SQLite, and PostgreSQL when configured."""
     global _sqlite_template, _pg_migrated
     if request.param == "sqlite":

@@ -21,8 +21,8 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from bot import __version__
 from bot.app import create_app
-from bot.config import Config, validate_config
 from bot.appkeys import DATABASE
+from bot.config import Config, validate_config
 from storage.migrate import SchemaError
 
 
@@ -58,9 +58,7 @@ async def test_metrics_is_prometheus_text(client: TestClient[object, object]) ->
     assert resp.content_type == "text/plain"
     body = await resp.text()
     assert f'workbot_build_info{{version="{__version__}"}} 1' in body
-    assert (
-        'workbot_http_requests_total{method="GET",route="/healthz",status="200"} 1' in body
-    )
+    assert 'workbot_http_requests_total{method="GET",route="/healthz",status="200"} 1' in body
     assert "# TYPE workbot_http_requests_total counter" in body
 
 
@@ -91,13 +89,15 @@ def free_port() -> int:
 def get_json(url: str) -> tuple[int, dict[str, object]]:
     """GET a JSON document with the standard library."""
     try:
-        with urllib.request.urlopen(url, timeout=2) as resp:  # noqa: S310 - loopback only
+        with urllib.request.urlopen(url, timeout=2) as resp:
             return resp.status, json.loads(resp.read())
     except urllib.error.HTTPError as exc:
         return exc.code, json.loads(exc.read())
 
 
-async def wait_for_health(url: str, proc: asyncio.subprocess.Process, within: float) -> dict[str, object]:
+async def wait_for_health(
+    url: str, proc: asyncio.subprocess.Process, within: float
+) -> dict[str, object]:
     """Poll /healthz until it answers (or the process dies, or time runs out)."""
     deadline = time.monotonic() + within
     while time.monotonic() < deadline:
@@ -114,7 +114,9 @@ async def wait_for_health(url: str, proc: asyncio.subprocess.Process, within: fl
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
-async def test_serve_with_no_config_then_stop_gracefully(tmp_path: Path, sig: signal.Signals) -> None:
+async def test_serve_with_no_config_then_stop_gracefully(
+    tmp_path: Path, sig: signal.Signals
+) -> None:
     """The README's first command: no config, a SQLite file in the cwd, /healthz, clean stop."""
     port = free_port()
     (tmp_path / "config.toml").write_text(f"[server]\nport = {port}\n")
