@@ -392,7 +392,7 @@ async def acknowledge(
     before = a.state
     if before not in ACKABLE:
         return Change(notice_id, person_id, a.id, before, before, changed=False, late=a.late)
-    _ack_fields(notice, a, channel, now)
+    acked_now = _ack_fields(notice, a, channel, now)
     _set_state(notice, a, S.ACKNOWLEDGED, now)
     reply = await _reply(
         session,
@@ -413,7 +413,7 @@ async def acknowledge(
         a.id,
         before,
         a.state,
-        acknowledged_now=True,
+        acknowledged_now=acked_now,
         late=a.late,
         reply_id=reply.id,
     )

@@ -19,19 +19,24 @@ from storage.types import (
     NoticeKind,
     NoticeState,
     Requires,
+    is_outstanding,
 )
 
 S = AssignmentState
 
 
-def is_overdue(deadline: dt.datetime | None, state: AssignmentState, now: dt.datetime) -> bool:
-    """Overdue is derived: the deadline has passed and the assignment is not finished."""
-    return (
-        deadline is not None
-        and now > deadline
-        and state not in FINISHED_STATES
-        and state is not S.EXCUSED
-    )
+def is_overdue(
+    deadline: dt.datetime | None,
+    state: AssignmentState,
+    now: dt.datetime,
+    *,
+    requires: Requires,
+    notice_state: NoticeState = NoticeState.OPEN,
+) -> bool:
+    """Overdue is derived: the deadline has passed and the assignment still owes its notice."""
+    # "Owes" follows requires: an acknowledged assignment of an ack-only notice is complete,
+    # and nothing is owed to a closed or cancelled notice.
+    return deadline is not None and now > deadline and is_outstanding(notice_state, requires, state)
 
 
 @dataclass(frozen=True)
@@ -73,7 +78,7 @@ async def pending_for(session: AsyncSession, person_id: str, now: dt.datetime) -
             requires=requires,
             deadline=deadline,
             state=state,
-            overdue=is_overdue(deadline, state, now),
+            overdue=is_overdue(deadline, state, now, requires=requires),
             created_at=created,
         )
         for nid, title, kind, requires, deadline, state, created in rows
@@ -219,7 +224,9 @@ async def status(session: AsyncSession, notice_id: int, now: dt.datetime) -> Not
             acknowledged_at=acked_at,
             channel=channel,
             late=late,
-            overdue=is_overdue(notice.deadline, state, now),
+            overdue=is_overdue(
+                notice.deadline, state, now, requires=notice.requires, notice_state=notice.state
+            ),
             last_progress=ptext,
             progress_percent=pct,
             excuse_reason=excuse,
