@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy import inspect as sa_inspect
 
 from storage.db import Database
 from storage.directory import parse_people_csv, upsert_people
 from storage.domain import Actor, Audience, NoticeDraft, create_notice
+from storage.models import Assignment, AuditEvent, AuditHead, Notice, Outcome, Person, Reply
 from storage.types import Requires
 
 CLI = Actor.system("cli")
@@ -47,3 +52,39 @@ async def make_notice(
     async with db.transaction() as s:
         notice = await create_notice(s, draft, actor=CLI, now=now)
         return notice.id
+
+
+async def actor_of(db: Database, person_id: str) -> Actor:
+    """The actor for a directory person, as the handlers would build it."""
+    async with db.read() as s:
+        person = await s.get(Person, person_id)
+        assert person is not None, person_id
+        return Actor.of(person)
+
+
+def _row(obj: Any) -> dict[str, Any]:
+    return {c.key: getattr(obj, c.key) for c in sa_inspect(obj).mapper.column_attrs}
+
+
+async def snapshot(db: Database) -> dict[str, Any]:
+    """Every stored row a domain operation can touch, for "nothing changed" assertions."""
+    async with db.read() as s:
+        snap: dict[str, Any] = {}
+        for model, order in (
+            (Notice, Notice.id),
+            (Assignment, Assignment.id),
+            (Reply, Reply.id),
+            (Outcome, Outcome.id),
+            (Person, Person.id),
+            (AuditEvent, AuditEvent.seq),
+            (AuditHead, AuditHead.id),
+        ):
+            rows = (await s.scalars(select(model).order_by(order))).all()
+            snap[model.__tablename__] = [_row(r) for r in rows]
+        return snap
+
+
+async def audit_length(db: Database) -> int:
+    """How many audit events are stored."""
+    async with db.read() as s:
+        return int(await s.scalar(select(func.count()).select_from(AuditEvent)) or 0)

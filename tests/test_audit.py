@@ -1,0 +1,395 @@
+"""The hash-chained audit trail: one row per change, in its transaction, and tamper detection."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import itertools
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select, text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from storage import audit
+from storage.db import Database
+from storage.directory import parse_people_csv, upsert_people
+from storage.domain import (
+    Audience,
+    Metric,
+    NoticeDraft,
+    acknowledge,
+    cancel_notice,
+    close_notice,
+    create_notice,
+    excuse,
+    feedback,
+    phone_ack,
+    record_outcome,
+    report_progress,
+    return_assignment,
+    verify,
+)
+from storage.models import AuditEvent, Notice
+from storage.types import Channel, FeedbackKind, Requires
+from tests.conftest import T0
+from tests.support import CLI, PEOPLE_CSV, audit_length, make_notice, seed_people, snapshot
+
+MIN = dt.timedelta(minutes=1)
+Call = Callable[[AsyncSession], Awaitable[Any]]
+
+
+class Rollback(Exception):
+    """Raised inside a unit of work to make it roll back."""
+
+
+async def chain(db: Database) -> list[AuditEvent]:
+    """The stored audit events in chain order."""
+    async with db.read() as s:
+        return list((await s.scalars(select(AuditEvent).order_by(AuditEvent.seq))).all())
+
+
+async def check(db: Database) -> audit.VerifyResult:
+    """Verify the chain, as `workbot audit verify` does."""
+    async with db.read() as s:
+        return await audit.verify(s)
+
+
+def operations(notice_id: int) -> list[tuple[str, str, Call]]:
+    """Every domain operation on a notice for everyone, in an order the state machine allows."""
+    t = T0 + 10 * MIN
+    return [
+        (
+            "assignment.acknowledge",
+            "assignment",
+            lambda s: acknowledge(s, notice_id, "p001", channel=Channel.GROUP, actor=CLI, now=t),
+        ),
+        (
+            "assignment.acknowledge",
+            "assignment",
+            lambda s: phone_ack(s, notice_id, "p002", actor=CLI, now=t),
+        ),
+        (
+            "assignment.progress",
+            "assignment",
+            lambda s: report_progress(
+                s, notice_id, "p003", text="过半", percent=50, channel=Channel.DM, actor=CLI, now=t
+            ),
+        ),
+        (
+            "assignment.done",
+            "assignment",
+            lambda s: record_outcome(
+                s,
+                notice_id,
+                "p004",
+                measures=["整改"],
+                results="已整改",
+                metrics=[Metric("问题数", 3.5, "个")],
+                channel=Channel.CLI,
+                actor=CLI,
+                now=t,
+            ),
+        ),
+        (
+            "assignment.verify",
+            "assignment",
+            lambda s: verify(s, notice_id, "p004", actor=CLI, now=t),
+        ),
+        (
+            "assignment.done",
+            "assignment",
+            lambda s: record_outcome(
+                s,
+                notice_id,
+                "p005",
+                measures=[],
+                results="完成",
+                channel=Channel.PORTAL,
+                actor=CLI,
+                now=t,
+            ),
+        ),
+        (
+            "assignment.return",
+            "assignment",
+            lambda s: return_assignment(s, notice_id, "p005", reason="补充", actor=CLI, now=t),
+        ),
+        (
+            "assignment.feedback",
+            "assignment",
+            lambda s: feedback(
+                s,
+                notice_id,
+                "p001",
+                kind=FeedbackKind.DUPLICATE,
+                text="多头填报",
+                channel=Channel.GROUP,
+                actor=CLI,
+                now=t,
+            ),
+        ),
+        (
+            "assignment.excuse",
+            "assignment",
+            lambda s: excuse(s, notice_id, "p002", reason="出差", actor=CLI, now=t),
+        ),
+        ("notice.close", "notice", lambda s: close_notice(s, notice_id, actor=CLI, now=t)),
+    ]
+
+
+def _create(title: str) -> Call:
+    draft = NoticeDraft(
+        title=title,
+        audience=Audience(all=True),
+        requires=Requires.OUTCOME,
+        deadline=T0 + dt.timedelta(days=7),
+    )
+    return lambda s: create_notice(s, draft, actor=CLI, now=T0)
+
+
+async def _cancel_newest(s: AsyncSession) -> Any:
+    newest = await s.scalar(select(func.max(Notice.id)))
+    assert newest is not None
+    return await cancel_notice(s, newest, actor=CLI, now=T0 + MIN)
+
+
+def _import(csv: bytes) -> Call:
+    return lambda s: upsert_people(s, parse_people_csv(csv), actor=CLI, now=T0)
+
+
+async def test_every_operation_writes_exactly_one_audit_row(db: Database) -> None:
+    steps: list[tuple[str, str, Call]] = [
+        ("directory.import", "directory", _import(PEOPLE_CSV)),
+        ("notice.create", "notice", _create("第一份")),
+    ]
+    steps += operations(1)
+    steps += [
+        ("notice.create", "notice", _create("第二份")),
+        ("notice.cancel", "notice", lambda s: cancel_notice(s, 2, actor=CLI, now=T0 + MIN)),
+    ]
+
+    for n, (action, entity, call) in enumerate(steps, start=1):
+        async with db.transaction() as s:
+            await call(s)
+        rows = await chain(db)
+        assert len(rows) == n, action
+        assert (rows[-1].seq, rows[-1].action, rows[-1].entity, rows[-1].actor) == (
+            n,
+            action,
+            entity,
+            "cli",
+        )
+    result = await check(db)
+    assert (result.ok, result.checked, result.seq, result.problem) == (True, len(steps), None, None)
+
+
+async def test_a_rolled_back_operation_leaves_no_audit_row(db: Database) -> None:
+    await seed_people(db, T0)
+    nid = await make_notice(db, T0, requires=Requires.OUTCOME)
+    steps: list[Call] = [
+        _import(PEOPLE_CSV.replace("张三".encode(), b"Zhang")),
+        _create("另一份"),
+        *[call for _, _, call in operations(nid)],
+        _cancel_newest,
+    ]
+    for i, call in enumerate(steps):
+        before = await snapshot(db)
+        with pytest.raises(Rollback):
+            async with db.transaction() as s:
+                await call(s)
+                raise Rollback
+        assert await snapshot(db) == before, i
+        # Then really do it, so that the next operation's state is reachable.
+        async with db.transaction() as s:
+            await call(s)
+        assert await audit_length(db) == len(before["audit_event"]) + 1, i
+    assert (await check(db)).ok
+
+
+async def test_the_chain_links_each_row_to_the_previous_one(db: Database) -> None:
+    await seed_people(db, T0)
+    nid = await make_notice(db, T0, requires=Requires.OUTCOME)
+    for _, _, call in operations(nid):
+        async with db.transaction() as s:
+            await call(s)
+
+    rows = await chain(db)
+    assert [r.seq for r in rows] == list(range(1, len(rows) + 1))
+    assert rows[0].prev_hash == audit.GENESIS
+    assert all(b.prev_hash == a.hash for a, b in itertools.pairwise(rows))
+    assert len({r.hash for r in rows}) == len(rows)
+    result = await check(db)
+    assert (result.ok, result.checked) == (True, len(rows))
+
+
+async def _tamper(db: Database, sql: str, **params: Any) -> None:
+    async with db.engine.begin() as conn:
+        result = await conn.execute(text(sql), params)
+        assert result.rowcount == 1
+
+
+async def _chain_of_six(db: Database) -> list[AuditEvent]:
+    await seed_people(db, T0)  # seq 1
+    nid = await make_notice(db, T0, requires=Requires.OUTCOME)  # seq 2
+    for _, _, call in operations(nid)[:4]:  # seq 3..6
+        async with db.transaction() as s:
+            await call(s)
+    rows = await chain(db)
+    assert len(rows) == 6
+    assert (await check(db)).ok
+    return rows
+
+
+def _json_param(db: Database) -> str:
+    return ":d" if db.is_sqlite else "CAST(:d AS json)"
+
+
+async def test_altered_data_is_detected_naming_the_row(db: Database) -> None:
+    rows = await _chain_of_six(db)
+    forged = {**rows[3].data, "person_id": "p005"}
+
+    await _tamper(
+        db,
+        f"UPDATE audit_event SET data = {_json_param(db)} WHERE seq = 4",
+        d=json.dumps(forged, ensure_ascii=False),
+    )
+
+    result = await check(db)
+    assert (result.ok, result.seq, result.checked) == (False, 4, 3)
+    assert result.problem is not None
+    assert "row 4" in result.problem
+    assert "altered" in result.problem
+
+
+@pytest.mark.parametrize(
+    ("column", "value"),
+    [("actor", "mallory"), ("action", "assignment.verify"), ("entity_id", "999")],
+)
+async def test_altered_columns_are_detected(db: Database, column: str, value: str) -> None:
+    await _chain_of_six(db)
+
+    await _tamper(db, f"UPDATE audit_event SET {column} = :v WHERE seq = 5", v=value)
+
+    result = await check(db)
+    assert (result.ok, result.seq) == (False, 5)
+
+
+async def test_altered_timestamp_and_rehashed_row_are_detected(db: Database) -> None:
+    rows = await _chain_of_six(db)
+    ts = rows[2].ts + dt.timedelta(seconds=1)
+
+    await _tamper(db, "UPDATE audit_event SET ts = :ts WHERE seq = 3", ts=ts)
+    result = await check(db)
+    assert (result.ok, result.seq) == (False, 3)
+
+    # A forger who also rewrites the row's hash breaks the link to the next row.
+    payload = audit.canonical(
+        seq=3,
+        ts=ts,
+        actor=rows[2].actor,
+        action=rows[2].action,
+        entity=rows[2].entity,
+        entity_id=rows[2].entity_id,
+        data=rows[2].data,
+    )
+    await _tamper(
+        db,
+        "UPDATE audit_event SET hash = :h WHERE seq = 3",
+        h=audit.chain_hash(rows[2].prev_hash, payload),
+    )
+    result = await check(db)
+    assert (result.ok, result.seq) == (False, 4)
+    assert result.problem is not None
+    assert "row 4" in result.problem
+
+
+async def test_reformatted_json_is_not_an_alteration(db: Database) -> None:
+    rows = await _chain_of_six(db)
+    same = json.dumps(dict(reversed(list(rows[3].data.items()))), indent=2, ensure_ascii=True)
+
+    await _tamper(db, f"UPDATE audit_event SET data = {_json_param(db)} WHERE seq = 4", d=same)
+
+    result = await check(db)
+    assert (result.ok, result.checked) == (True, 6)
+
+
+async def test_deleting_a_middle_row_is_detected(db: Database) -> None:
+    await _chain_of_six(db)
+
+    await _tamper(db, "DELETE FROM audit_event WHERE seq = 3")
+
+    result = await check(db)
+    assert (result.ok, result.seq, result.checked) == (False, 3, 2)
+    assert result.problem is not None
+    assert "row 3 is missing" in result.problem
+
+
+async def test_deleting_the_first_row_is_detected(db: Database) -> None:
+    await _chain_of_six(db)
+
+    await _tamper(db, "DELETE FROM audit_event WHERE seq = 1")
+
+    result = await check(db)
+    assert (result.ok, result.seq, result.checked) == (False, 1, 0)
+
+
+async def test_deleting_the_last_row_is_detected(db: Database) -> None:
+    await _chain_of_six(db)
+
+    await _tamper(db, "DELETE FROM audit_event WHERE seq = 6")
+
+    result = await check(db)
+    assert (result.ok, result.seq, result.checked) == (False, 6, 5)
+    assert result.problem is not None
+    assert "deleted" in result.problem
+
+
+async def test_an_empty_chain_verifies(db: Database) -> None:
+    result = await check(db)
+    assert (result.ok, result.checked) == (True, 0)
+
+
+async def test_concurrent_transactions_still_form_one_chain(db: Database) -> None:
+    await seed_people(db, T0)
+    nid = await make_notice(db, T0)
+    start = await audit_length(db)
+    people = ("p001", "p002", "p003", "p004", "p005")
+    n = 2 * len(people) + 1
+    # On PostgreSQL every transaction is open before any appends, so they truly contend for
+    # the chain head; SQLite queues its writers in-process, so there they simply take turns.
+    barrier = None if db.is_sqlite else asyncio.Barrier(n)
+
+    async def unit(i: int) -> None:
+        async with db.transaction() as s:
+            await s.execute(text("SELECT 1"))
+            if barrier is not None:
+                await barrier.wait()
+            now = T0 + i * MIN
+            if i < len(people):
+                await acknowledge(s, nid, people[i], channel=Channel.BUTTON, actor=CLI, now=now)
+            else:
+                await audit.append(
+                    s,
+                    actor="scheduler",
+                    action="test.tick",
+                    entity="job",
+                    entity_id=i,
+                    data={"i": i, "at": now},
+                    now=now,
+                )
+            if i == n - 1:
+                raise Rollback
+
+    results = await asyncio.gather(*(unit(i) for i in range(n)), return_exceptions=True)
+
+    assert [type(r) for r in results] == [type(None)] * (n - 1) + [Rollback]
+    rows = await chain(db)
+    assert [r.seq for r in rows] == list(range(1, start + n))
+    assert sorted(r.entity_id for r in rows[start:] if r.action == "test.tick") == sorted(
+        str(i) for i in range(len(people), n - 1)
+    )
+    result = await check(db)
+    assert (result.ok, result.checked) == (True, start + n - 1)
