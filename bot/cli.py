@@ -21,8 +21,8 @@ from bot import __version__
 from bot.config import Config, ConfigError, LoadedConfig, load_config, resolve_config_path
 from bot.i18n import Translator
 from storage import audit, queries
-from storage.db import Database
-from storage.directory import DirectoryFileError, parse_people_csv, upsert_people
+from storage.db import Database, DatabaseUnavailable
+from storage.directory import DirectoryFileError, Problem, parse_people_csv, upsert_people
 from storage.domain import Actor, Audience, NoticeDraft, create_notice
 from storage.errors import DomainError, UnknownPerson
 from storage.migrate import SchemaError, require_current, upgrade
@@ -65,6 +65,11 @@ class Context:
         if when is None:
             return self.t("none")
         return when.astimezone(self.tz).strftime("%Y-%m-%d %H:%M")
+
+    def directory_reason(self, problems: Sequence[Problem]) -> str:
+        """Directory import problems as one localized sentence."""
+        parts = [self.t(f"directory.{p.code}", **p.params) for p in problems]
+        return self.t("directory.separator").join(parts)
 
     def domain_message(self, error: DomainError) -> str:
         """A domain error as a localized sentence."""
@@ -185,7 +190,7 @@ async def cmd_people_import(ctx: Context, args: argparse.Namespace) -> int:
     try:
         parsed = parse_people_csv(data)
     except DirectoryFileError as exc:
-        raise UsageError(f"{path}: {exc}") from None
+        raise UsageError(f"{path}: {ctx.directory_reason([exc.problem])}") from None
     if args.dry_run:
         rejected = parsed.rejected
         valid = len(parsed.rows)
@@ -206,9 +211,8 @@ async def cmd_people_import(ctx: Context, args: argparse.Namespace) -> int:
             rejected=len(rejected),
         )
     for row in rejected:
-        print(
-            ctx.t("cli.people_rejected", file=path, line=row.line, reason=row.reason), file=ctx.err
-        )
+        reason = ctx.directory_reason(row.problems)
+        print(ctx.t("cli.people_rejected", file=path, line=row.line, reason=reason), file=ctx.err)
     ctx.print(result_line)
     return EXIT_FAILED if rejected else EXIT_OK
 
@@ -582,7 +586,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     except SchemaError as exc:
         print(f"workbot: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except (SQLAlchemyError, OSError) as exc:
+    except (SQLAlchemyError, OSError, DatabaseUnavailable) as exc:
         url = ctx.config.database.resolved_url(env)
         shown = make_url(url).render_as_string(hide_password=True)
         print(f"workbot: database {shown}: {_first_line(exc)}", file=sys.stderr)

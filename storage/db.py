@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import event
@@ -43,6 +44,10 @@ def _sqlite_begin(conn: Connection) -> None:
         conn.exec_driver_sql("BEGIN")
 
 
+class DatabaseUnavailable(Exception):
+    """The database cannot be opened at all (checked before any driver is started)."""
+
+
 class Database:
     """One database: an async engine, a reader and a writer session factory."""
 
@@ -51,6 +56,8 @@ class Database:
     ) -> None:
         self.url = make_url(url)
         self.connect_args: dict[str, Any] = dict(connect_args or {})
+        if self.is_sqlite:
+            self._check_sqlite_path()
         kwargs: dict[str, Any] = {"echo": echo}
         if self.is_sqlite:
             kwargs["connect_args"] = {"timeout": 10, **self.connect_args}
@@ -66,6 +73,16 @@ class Database:
         self._writers = async_sessionmaker(writer, expire_on_commit=False)
         # SQLite has one writer at a time; queue writers in-process rather than on the file lock.
         self._write_lock: asyncio.Lock | None = asyncio.Lock() if self.is_sqlite else None
+
+    def _check_sqlite_path(self) -> None:
+        # A failed aiosqlite connect leaves its worker thread to report to a loop that may
+        # be gone; refuse the common case (a missing directory) before connecting.
+        path = self.url.database or ""
+        if not path or path == ":memory:" or path.startswith("file:"):
+            return
+        parent = Path(path).expanduser().resolve().parent
+        if not parent.is_dir():
+            raise DatabaseUnavailable(f"directory {parent} does not exist")
 
     @property
     def is_sqlite(self) -> bool:

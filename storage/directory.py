@@ -7,6 +7,7 @@ import datetime as dt
 import io
 import re
 from dataclasses import dataclass, field
+from typing import Any
 
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -23,8 +24,45 @@ ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
 PHONE_PATTERN = re.compile(r"^\+?[0-9][0-9\- ]{2,30}$")
 
 
+# English templates (for logs and tests); the CLI renders the codes from its catalogs.
+REASONS: dict[str, str] = {
+    "encoding": "not UTF-8 or GB18030 text (byte {offset})",
+    "empty": "the file is empty",
+    "csv_syntax": "line {line}: {detail}",
+    "missing_columns": "missing column(s): {columns}",
+    "unknown_columns": "unknown column(s): {columns} (allowed: {allowed})",
+    "duplicate_columns": "duplicate column(s): {columns}",
+    "field_count": "{fields} fields, the header has {columns}",
+    "missing_id": "missing id",
+    "invalid_id": "invalid id {id!r} (letters, digits, _ . -; at most 64)",
+    "duplicate_id": "duplicate id {id!r} (first on line {first})",
+    "missing_name": "missing name",
+    "name_too_long": "name longer than 100 characters",
+    "department_too_long": "department longer than 100 characters",
+    "unknown_roles": "unknown role(s) {roles} (use staff, office, head, admin)",
+    "invalid_phone": "invalid phone {phone!r}",
+    "platform_id_reused": "{platform} id {uid!r} already given to {owner} on line {first}",
+    "platform_id_owned": "{platform} id {uid!r} already belongs to {owner}",
+}
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One reason, as a stable code with its parameters."""
+
+    code: str
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        return REASONS[self.code].format(**self.params)
+
+
 class DirectoryFileError(Exception):
     """The file as a whole cannot be imported (encoding, header); nothing was written."""
+
+    def __init__(self, code: str, **params: Any) -> None:
+        self.problem = Problem(code, params)
+        super().__init__(str(self.problem))
 
 
 @dataclass(frozen=True)
@@ -45,7 +83,12 @@ class RejectedRow:
     """A row that was not imported, with the line number and the reason."""
 
     line: int
-    reason: str
+    problems: tuple[Problem, ...]
+
+    @property
+    def reason(self) -> str:
+        """The reasons in English, separated by '; '."""
+        return "; ".join(str(p) for p in self.problems)
 
 
 @dataclass(frozen=True)
@@ -66,7 +109,7 @@ def decode(data: bytes) -> tuple[str, str]:
     try:
         return data.decode("gb18030"), "gb18030"
     except UnicodeDecodeError as exc:
-        raise DirectoryFileError(f"not UTF-8 or GB18030 text (byte {exc.start})") from None
+        raise DirectoryFileError("encoding", offset=exc.start) from None
 
 
 def parse_people_csv(data: bytes) -> ParsedDirectory:
@@ -76,25 +119,23 @@ def parse_people_csv(data: bytes) -> ParsedDirectory:
     try:
         header = next(reader)
     except StopIteration:
-        raise DirectoryFileError("the file is empty") from None
+        raise DirectoryFileError("empty") from None
     except csv.Error as exc:
-        raise DirectoryFileError(f"line 1: {exc}") from None
+        raise DirectoryFileError("csv_syntax", line=1, detail=str(exc)) from None
     columns = [h.strip().lower() for h in header]
     missing = [c for c in REQUIRED_COLUMNS if c not in columns]
     if missing:
-        raise DirectoryFileError("missing column(s): " + ", ".join(missing))
+        raise DirectoryFileError("missing_columns", columns=", ".join(missing))
     unknown = [c for c in columns if c not in REQUIRED_COLUMNS + OPTIONAL_COLUMNS]
     if unknown:
         raise DirectoryFileError(
-            "unknown column(s): "
-            + ", ".join(unknown)
-            + " (allowed: "
-            + ", ".join(REQUIRED_COLUMNS + OPTIONAL_COLUMNS)
-            + ")"
+            "unknown_columns",
+            columns=", ".join(unknown),
+            allowed=", ".join(REQUIRED_COLUMNS + OPTIONAL_COLUMNS),
         )
     dupes = sorted({c for c in columns if columns.count(c) > 1})
     if dupes:
-        raise DirectoryFileError("duplicate column(s): " + ", ".join(dupes))
+        raise DirectoryFileError("duplicate_columns", columns=", ".join(dupes))
     rows: list[PersonRow] = []
     rejected: list[RejectedRow] = []
     seen_ids: dict[str, int] = {}
@@ -106,34 +147,37 @@ def parse_people_csv(data: bytes) -> ParsedDirectory:
         except StopIteration:
             break
         except csv.Error as exc:
-            raise DirectoryFileError(f"line {reader.line_num}: {exc}") from None
+            raise DirectoryFileError("csv_syntax", line=reader.line_num, detail=str(exc)) from None
         line = reader.line_num
         if not any(cell.strip() for cell in record):
             continue
         if len(record) > len(columns):
             rejected.append(
-                RejectedRow(line, f"{len(record)} fields, the header has {len(columns)}")
+                RejectedRow(
+                    line,
+                    (Problem("field_count", {"fields": len(record), "columns": len(columns)}),),
+                )
             )
             continue
         cells = {
             col: (record[i].strip() if i < len(record) else "") for i, col in enumerate(columns)
         }
-        problems: list[str] = []
+        problems: list[Problem] = []
         pid = cells["id"]
         if not pid:
-            problems.append("missing id")
+            problems.append(Problem("missing_id"))
         elif not ID_PATTERN.match(pid):
-            problems.append(f"invalid id {pid!r} (letters, digits, _ . -; at most 64)")
+            problems.append(Problem("invalid_id", {"id": pid}))
         elif pid in seen_ids:
-            problems.append(f"duplicate id {pid!r} (first on line {seen_ids[pid]})")
+            problems.append(Problem("duplicate_id", {"id": pid, "first": seen_ids[pid]}))
         name = cells["name"]
         if not name:
-            problems.append("missing name")
+            problems.append(Problem("missing_name"))
         elif len(name) > 100:
-            problems.append("name longer than 100 characters")
+            problems.append(Problem("name_too_long"))
         department = cells["department"]
         if len(department) > 100:
-            problems.append("department longer than 100 characters")
+            problems.append(Problem("department_too_long"))
         roles = tuple(
             dict.fromkeys(
                 r.strip().lower() for r in re.split(r"[;；]", cells["roles"]) if r.strip()
@@ -141,23 +185,19 @@ def parse_people_csv(data: bytes) -> ParsedDirectory:
         )
         bad_roles = [r for r in roles if r not in valid_roles]
         if bad_roles:
-            problems.append(
-                "unknown role(s) "
-                + ", ".join(repr(r) for r in bad_roles)
-                + " (use staff, office, head, admin)"
-            )
+            roles_text = ", ".join(repr(r) for r in bad_roles)
+            problems.append(Problem("unknown_roles", {"roles": roles_text}))
         phone = cells.get("phone", "") or None
         if phone is not None and not PHONE_PATTERN.match(phone):
-            problems.append(f"invalid phone {phone!r}")
+            problems.append(Problem("invalid_phone", {"phone": phone}))
         platform_ids = {p: cells[p] for p in PLATFORM_COLUMNS if cells.get(p)}
         for platform, uid in platform_ids.items():
             owner = seen_platform.get((platform, uid))
             if owner is not None and owner[0] != pid:
-                problems.append(
-                    f"{platform} id {uid!r} already given to {owner[0]} on line {owner[1]}"
-                )
+                params = {"platform": platform, "uid": uid, "owner": owner[0], "first": owner[1]}
+                problems.append(Problem("platform_id_reused", params))
         if problems:
-            rejected.append(RejectedRow(line, "; ".join(problems)))
+            rejected.append(RejectedRow(line, tuple(problems)))
             continue
         seen_ids[pid] = line
         for platform, uid in platform_ids.items():
@@ -214,12 +254,12 @@ async def upsert_people(
     changed_ids: list[str] = []
     for row in parsed.rows:
         clash = [
-            f"{p} id {uid!r} already belongs to {owners[(p, uid)]}"
+            Problem("platform_id_owned", {"platform": p, "uid": uid, "owner": owners[(p, uid)]})
             for p, uid in row.platform_ids.items()
             if owners.get((p, uid)) not in (None, row.id) and owners[(p, uid)] not in file_ids
         ]
         if clash:
-            rejected.append(RejectedRow(row.line, "; ".join(clash)))
+            rejected.append(RejectedRow(row.line, tuple(clash)))
             continue
         person = existing.get(row.id)
         ids_changed = any(
