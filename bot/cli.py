@@ -10,7 +10,8 @@ import os
 import re
 import sqlite3
 import sys
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import NoReturn, TextIO
 
@@ -86,14 +87,15 @@ def now() -> dt.datetime:
     return dt.datetime.now(UTC)
 
 
-async def _open(ctx: Context) -> Database:
+@asynccontextmanager
+async def opened(ctx: Context) -> AsyncIterator[Database]:
+    """The configured database, refused unless its schema is current; disposed after use."""
     db = ctx.database()
     try:
         await require_current(db)
-    except BaseException:
+        yield db
+    finally:
         await db.dispose()
-        raise
-    return db
 
 
 def parse_deadline(text: str, tz: dt.tzinfo) -> dt.datetime:
@@ -196,12 +198,8 @@ async def cmd_people_import(ctx: Context, args: argparse.Namespace) -> int:
         valid = len(parsed.rows)
         result_line = ctx.t("cli.people_dry_run", valid=valid, rejected=len(rejected))
     else:
-        db = await _open(ctx)
-        try:
-            async with db.transaction() as session:
-                result = await upsert_people(session, parsed, actor=Actor.system("cli"), now=now())
-        finally:
-            await db.dispose()
+        async with opened(ctx) as db, db.transaction() as session:
+            result = await upsert_people(session, parsed, actor=Actor.system("cli"), now=now())
         rejected = result.rejected
         result_line = ctx.t(
             "cli.people_imported",
@@ -219,12 +217,8 @@ async def cmd_people_import(ctx: Context, args: argparse.Namespace) -> int:
 
 async def cmd_people_list(ctx: Context, args: argparse.Namespace) -> int:
     """Print the directory."""
-    db = await _open(ctx)
-    try:
-        async with db.read() as session:
-            people = await queries.list_people(session)
-    finally:
-        await db.dispose()
+    async with opened(ctx) as db, db.read() as session:
+        people = await queries.list_people(session)
     if not people:
         ctx.print(ctx.t("cli.people_none"))
     for p in people:
@@ -256,13 +250,9 @@ async def cmd_notice_create(ctx: Context, args: argparse.Namespace) -> int:
         plan_ref=args.plan_ref,
         source=NoticeSource.CLI,
     )
-    db = await _open(ctx)
-    try:
-        async with db.transaction() as session:
-            notice = await create_notice(session, draft, actor=Actor.system("cli"), now=now())
-            count = len(await queries.pending_for_notice(session, notice.id))
-    finally:
-        await db.dispose()
+    async with opened(ctx) as db, db.transaction() as session:
+        notice = await create_notice(session, draft, actor=Actor.system("cli"), now=now())
+        count = len(await queries.pending_for_notice(session, notice.id))
     print(ctx.t("cli.notice_created", id=notice.id, title=notice.title, count=count), file=ctx.err)
     ctx.print(str(notice.id))
     return EXIT_OK
@@ -270,12 +260,8 @@ async def cmd_notice_create(ctx: Context, args: argparse.Namespace) -> int:
 
 async def cmd_notice_list(ctx: Context, args: argparse.Namespace) -> int:
     """List notices, newest first, with their tallies."""
-    db = await _open(ctx)
-    try:
-        async with db.read() as session:
-            notices = await queries.list_notices(session, open_only=args.open, limit=args.limit)
-    finally:
-        await db.dispose()
+    async with opened(ctx) as db, db.read() as session:
+        notices = await queries.list_notices(session, open_only=args.open, limit=args.limit)
     if not notices:
         ctx.print(ctx.t("cli.no_notices"))
     for n in notices:
@@ -298,12 +284,8 @@ async def cmd_notice_list(ctx: Context, args: argparse.Namespace) -> int:
 
 async def cmd_notice_show(ctx: Context, args: argparse.Namespace) -> int:
     """Show one notice and each assignee's state on one line."""
-    db = await _open(ctx)
-    try:
-        async with db.read() as session:
-            st = await queries.status(session, args.id, now())
-    finally:
-        await db.dispose()
+    async with opened(ctx) as db, db.read() as session:
+        st = await queries.status(session, args.id, now())
     t = ctx.t
     ctx.print(
         t(
@@ -346,60 +328,52 @@ async def cmd_pending(ctx: Context, args: argparse.Namespace) -> int:
     """A person's pending items, or who has not answered each open notice."""
     t = ctx.t
     at = now()
-    db = await _open(ctx)
-    try:
-        async with db.read() as session:
-            if args.person:
-                if await session.get(Person, args.person) is None:
-                    raise UnknownPerson([args.person])
-                items = await queries.pending_for(session, args.person, at)
-                if not items:
-                    ctx.print(t("cli.pending_person_none", person=args.person))
-                for i in items:
-                    ctx.print(
-                        t(
-                            "cli.pending_item",
-                            id=i.notice_id,
-                            title=i.title,
-                            deadline=ctx.local(i.deadline),
-                            state=t(f"state.{i.state.value}"),
-                            overdue=f" ({t('flag.overdue')})" if i.overdue else "",
-                        )
-                    )
-                return EXIT_OK
-            any_pending = False
-            for n in await queries.list_notices(session, open_only=True, limit=10_000):
-                if not n.outstanding:
-                    continue
-                any_pending = True
-                people = await queries.pending_for_notice(session, n.id)
+    async with opened(ctx) as db, db.read() as session:
+        if args.person:
+            if await session.get(Person, args.person) is None:
+                raise UnknownPerson([args.person])
+            items = await queries.pending_for(session, args.person, at)
+            if not items:
+                ctx.print(t("cli.pending_person_none", person=args.person))
+            for i in items:
                 ctx.print(
                     t(
-                        "cli.pending_notice",
-                        id=n.id,
-                        title=n.title,
-                        deadline=ctx.local(n.deadline),
-                        count=len(people),
+                        "cli.pending_item",
+                        id=i.notice_id,
+                        title=i.title,
+                        deadline=ctx.local(i.deadline),
+                        state=t(f"state.{i.state.value}"),
+                        overdue=f" ({t('flag.overdue')})" if i.overdue else "",
                     )
                 )
-                for p in people:
-                    state = t(f"state.{p.state.value}")
-                    ctx.print(f"  {p.person_id}\t{p.name}\t{p.department or '-'}\t{state}")
-            if not any_pending:
-                ctx.print(t("cli.pending_none"))
-    finally:
-        await db.dispose()
+            return EXIT_OK
+        any_pending = False
+        for n in await queries.list_notices(session, open_only=True, limit=10_000):
+            if not n.outstanding:
+                continue
+            any_pending = True
+            people = await queries.pending_for_notice(session, n.id)
+            ctx.print(
+                t(
+                    "cli.pending_notice",
+                    id=n.id,
+                    title=n.title,
+                    deadline=ctx.local(n.deadline),
+                    count=len(people),
+                )
+            )
+            for p in people:
+                state = t(f"state.{p.state.value}")
+                ctx.print(f"  {p.person_id}\t{p.name}\t{p.department or '-'}\t{state}")
+        if not any_pending:
+            ctx.print(t("cli.pending_none"))
     return EXIT_OK
 
 
 async def cmd_audit_verify(ctx: Context, args: argparse.Namespace) -> int:
     """Check the audit hash chain; exit 1 naming the first bad row."""
-    db = await _open(ctx)
-    try:
-        async with db.read() as session:
-            result = await audit.verify(session)
-    finally:
-        await db.dispose()
+    async with opened(ctx) as db, db.read() as session:
+        result = await audit.verify(session)
     if result.ok:
         ctx.print(ctx.t("cli.audit_ok", count=result.checked))
         return EXIT_OK
