@@ -222,13 +222,24 @@ class OutboxMessage(Base):
     """A message the bot must send, written in the same transaction as its cause."""
 
     __tablename__ = "outbox_message"
-    __table_args__ = (Index("ix_outbox_message_due", "state", "next_attempt_at"),)
+    __table_args__ = (
+        Index("ix_outbox_message_due", "state", "next_attempt_at"),
+        # Head-of-line check for per-target order: the oldest pending row of a target.
+        Index("ix_outbox_message_target", "target_key", "state", "id"),
+        # The per-person daily reminder budget.
+        Index("ix_outbox_message_person", "person_id", "purpose", "created_at"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     idempotency_key: Mapped[str] = mapped_column(String(200), unique=True)
     platform: Mapped[str] = mapped_column(String(16))
     target_kind: Mapped[str] = mapped_column(String(16))
     target: Mapped[str] = mapped_column(String(200))
+    target_key: Mapped[str] = mapped_column(String(240))
+    purpose: Mapped[str] = mapped_column(String(32))
+    person_id: Mapped[str | None] = mapped_column(ForeignKey("person.id"), default=None)
+    claimed_by: Mapped[str | None] = mapped_column(String(100), default=None)
+    claimed_until: Mapped[dt.datetime | None] = mapped_column(default=None)
     payload: Mapped[dict[str, Any]] = mapped_column(JSON)
     edit_of_id: Mapped[int | None] = mapped_column(ForeignKey("outbox_message.id"), default=None)
     notice_id: Mapped[int | None] = mapped_column(ForeignKey("notice.id"), default=None)
@@ -257,8 +268,19 @@ class Job(Base):
     lease_until: Mapped[dt.datetime | None] = mapped_column(default=None)
     claimed_by: Mapped[str | None] = mapped_column(String(100), default=None)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text, default=None)
     created_at: Mapped[dt.datetime]
     done_at: Mapped[dt.datetime | None] = mapped_column(default=None)
+
+
+class RateWindow(Base):
+    """Recent send times for one rate-limit key, shared by every worker through the database."""
+
+    __tablename__ = "rate_window"
+
+    key: Mapped[str] = mapped_column(String(240), primary_key=True)
+    sends: Mapped[list[Any]] = mapped_column(JSON)
+    updated_at: Mapped[dt.datetime]
 
 
 class AuditEvent(Base):

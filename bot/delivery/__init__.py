@@ -1,0 +1,1 @@
+"""Outbound delivery: the outbox sender and its retry policy."""

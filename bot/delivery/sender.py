@@ -1,0 +1,224 @@
+"""The outbox sender: claim due rows, respect rate limits, send or edit, record the outcome."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+import random
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from bot.platforms.base import (
+    Delivery,
+    OutboundMessage,
+    PermanentError,
+    Platform,
+    RetryLater,
+    TargetKind,
+)
+from storage import outbox, ratelimit
+from storage.db import Database
+from storage.models import OutboxMessage
+from storage.types import OutboxState
+
+log = logging.getLogger("workbot.delivery")
+
+Clock = Callable[[], dt.datetime]
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Exponential backoff with full jitter, capped; dead-letter after max_attempts."""
+
+    max_attempts: int = 8
+    base: float = 2.0
+    cap: float = 900.0
+    rate_margin: float = 1.0
+
+    def backoff(self, attempts: int, rng: random.Random) -> float:
+        """Seconds to wait after the given number of failed attempts (at least 1 s)."""
+        ceiling = min(self.cap, self.base * (2 ** max(attempts - 1, 0)))
+        return max(1.0, rng.uniform(ceiling / 2, ceiling))
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What happened to one claimed row (for logs, tests and metrics)."""
+
+    outbox_id: int
+    result: str  # sent | retry | dead | deferred | lost
+    detail: str = ""
+
+
+class Sender:
+    """Delivers the outbox; many Senders (processes) can share one PostgreSQL database."""
+
+    def __init__(
+        self,
+        db: Database,
+        platforms: Mapping[str, Platform],
+        *,
+        worker: str,
+        clock: Clock,
+        policy: RetryPolicy | None = None,
+        lease: dt.timedelta = dt.timedelta(seconds=60),
+        batch: int = 50,
+        concurrency: int = 8,
+        rng: random.Random | None = None,
+        max_idle: float = 300.0,
+    ) -> None:
+        self.db = db
+        self.platforms = dict(platforms)
+        self.worker = worker
+        self.clock = clock
+        self.policy = policy or RetryPolicy()
+        self.lease = lease
+        self.batch = batch
+        self.rng = rng or random.Random()  # noqa: S311 - jitter, not secrecy
+        self.max_idle = max_idle
+        self._limit = asyncio.Semaphore(concurrency)
+        self._wake = asyncio.Event()
+
+    def wake(self) -> None:
+        """Something was enqueued: look again now instead of sleeping."""
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Deliver until cancelled; sleep until the next due row or a wake-up, never poll."""
+        while True:
+            self._wake.clear()
+            try:
+                await self.run_once()
+                delay = await self.idle_delay()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("delivery pass failed; retrying in 5 s")
+                delay = 5.0
+            if delay > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout=delay)
+
+    async def idle_delay(self) -> float:
+        """Seconds until the next row is due (max_idle when nothing is pending)."""
+        async with self.db.read() as session:
+            due = await outbox.next_due_at(session)
+        if due is None:
+            return self.max_idle
+        return min(self.max_idle, max(0.0, (due - self.clock()).total_seconds()))
+
+    async def run_once(self) -> list[Outcome]:
+        """Claim and deliver one batch; returns what happened to each row."""
+        async with self.db.transaction() as session:
+            rows = await outbox.claim_due(
+                session, worker=self.worker, now=self.clock(), lease=self.lease, limit=self.batch
+            )
+            claimed = [(r.id, r) for r in rows]
+        if not claimed:
+            return []
+        return list(await asyncio.gather(*(self._deliver(row) for _, row in claimed)))
+
+    async def _deliver(self, row: OutboxMessage) -> Outcome:
+        async with self._limit:
+            try:
+                return await self._deliver_one(row)
+            except Exception as exc:  # a bug or an unexpected library error: retry later
+                log.exception("outbox %s: unexpected error", row.id)
+                return await self._failed(row, f"unexpected: {exc!r}", None, permanent=False)
+
+    async def _deliver_one(self, row: OutboxMessage) -> Outcome:
+        platform = self.platforms.get(row.platform)
+        if platform is None:
+            return await self._failed(
+                row, f"no platform {row.platform!r} is configured", None, permanent=True
+            )
+        edit_of: str | None = None
+        if row.edit_of_id is not None:
+            async with self.db.read() as session:
+                state, edit_of = await outbox.original_message_id(session, row)
+            if state is OutboxState.DEAD or (state is OutboxState.SENT and not edit_of):
+                return await self._failed(
+                    row, "the message to edit was never delivered", None, permanent=True
+                )
+            if edit_of is None:
+                return await self._defer(row, 1.0, "waiting for the original message")
+        delivery = Delivery(
+            outbox_id=row.id,
+            idempotency_key=row.idempotency_key,
+            target_kind=TargetKind(row.target_kind),
+            target=row.target,
+            message=OutboundMessage.from_payload(row.payload),
+            edit_of=edit_of,
+        )
+        wait = 0.0
+        limits = platform.rate_limits(delivery)
+        if limits:
+            async with self.db.transaction() as session:
+                for limit in limits:
+                    wait = max(
+                        wait,
+                        await ratelimit.acquire(
+                            session,
+                            key=limit.key,
+                            count=limit.count,
+                            per_seconds=limit.per_seconds,
+                            now=self.clock(),
+                            margin=self.policy.rate_margin,
+                        ),
+                    )
+                    if wait > 0:
+                        break
+        if wait > 0:
+            return await self._defer(row, wait, "rate limit")
+        try:
+            if edit_of is not None:
+                result = await platform.edit(delivery)
+            else:
+                result = await platform.send(delivery)
+        except RetryLater as exc:
+            return await self._failed(row, str(exc), exc.retry_after, permanent=False)
+        except PermanentError as exc:
+            return await self._failed(row, str(exc), None, permanent=True)
+        async with self.db.transaction() as session:
+            ok = await outbox.mark_sent(
+                session,
+                row.id,
+                worker=self.worker,
+                platform_message_id=result.message_id,
+                now=self.clock(),
+            )
+        if not ok:
+            log.warning("outbox %s: sent, but the lease had passed to another worker", row.id)
+            return Outcome(row.id, "lost", "lease expired before the result was recorded")
+        return Outcome(row.id, "sent", result.message_id)
+
+    async def _defer(self, row: OutboxMessage, seconds: float, why: str) -> Outcome:
+        until = self.clock() + dt.timedelta(seconds=seconds)
+        async with self.db.transaction() as session:
+            await outbox.defer(session, row.id, worker=self.worker, until=until)
+        return Outcome(row.id, "deferred", why)
+
+    async def _failed(
+        self, row: OutboxMessage, error: str, retry_after: float | None, *, permanent: bool
+    ) -> Outcome:
+        now = self.clock()
+        attempts = row.attempts + 1
+        retry_at: dt.datetime | None = None
+        if not permanent and attempts < self.policy.max_attempts:
+            delay = self.policy.backoff(attempts, self.rng)
+            if retry_after is not None:
+                delay = max(delay, retry_after)
+            retry_at = now + dt.timedelta(seconds=delay)
+        async with self.db.transaction() as session:
+            state = await outbox.mark_failed(
+                session, row.id, worker=self.worker, error=error, now=now, retry_at=retry_at
+            )
+        if state is OutboxState.DEAD:
+            log.warning("outbox %s: dead letter after %d attempts: %s", row.id, attempts, error)
+            return Outcome(row.id, "dead", error)
+        log.info(
+            "outbox %s: attempt %d failed (%s); retry at %s", row.id, attempts, error, retry_at
+        )
+        return Outcome(row.id, "retry", error)

@@ -1,0 +1,1 @@
+"""Chat platform adapters: one module per platform, each implementing `base.Platform`."""

@@ -1,0 +1,71 @@
+"""Inbound events: stored and deduplicated on (source, event_id) before they are answered."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from storage.models import InboundEvent
+from storage.types import InboundStatus
+
+
+async def record(
+    session: AsyncSession,
+    *,
+    source: str,
+    event_id: str,
+    payload: Mapping[str, Any],
+    now: dt.datetime,
+) -> int | None:
+    """Store an event; its row id, or None if (source, event_id) was already stored."""
+    dialect = session.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    new_id: int | None = await session.scalar(
+        insert(InboundEvent)
+        .values(
+            source=source,
+            event_id=event_id,
+            payload=dict(payload),
+            status=InboundStatus.RECEIVED,
+            received_at=now,
+        )
+        .on_conflict_do_nothing(index_elements=["source", "event_id"])
+        .returning(InboundEvent.id)
+    )
+    return new_id
+
+
+async def finish(
+    session: AsyncSession,
+    event_row_id: int,
+    *,
+    status: InboundStatus,
+    now: dt.datetime,
+    error: str | None = None,
+) -> None:
+    """Record how processing ended."""
+    event = await session.get(InboundEvent, event_row_id)
+    if event is None:
+        return
+    event.status = status
+    event.processed_at = now
+    event.error = error[:2000] if error else None
+
+
+async def unprocessed(session: AsyncSession, *, limit: int = 100) -> list[InboundEvent]:
+    """Events stored but never processed (e.g. the process died after the 2xx)."""
+    return list(
+        (
+            await session.scalars(
+                select(InboundEvent)
+                .where(InboundEvent.status == InboundStatus.RECEIVED)
+                .order_by(InboundEvent.id)
+                .limit(limit)
+            )
+        ).all()
+    )

@@ -1,0 +1,128 @@
+"""Durable scheduled jobs: schedule idempotently by key, claim with a lease, complete."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from typing import Any
+
+from sqlalchemy import case, func, or_, select, type_coerce, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from storage.models import Job
+from storage.outbox import notify_wake
+from storage.types import JobState, UTCDateTime
+
+
+async def schedule(
+    session: AsyncSession,
+    *,
+    kind: str,
+    key: str,
+    due_at: dt.datetime,
+    payload: Mapping[str, Any],
+    now: dt.datetime,
+    notice_id: int | None = None,
+) -> Job:
+    """Schedule a job once per key (a second call with the same key returns the first)."""
+    existing = (await session.execute(select(Job).where(Job.key == key))).scalar_one_or_none()
+    if existing is not None:
+        return existing
+    job = Job(
+        kind=kind,
+        key=key,
+        due_at=due_at,
+        payload=dict(payload),
+        notice_id=notice_id,
+        state=JobState.SCHEDULED,
+        attempts=0,
+        created_at=now,
+    )
+    session.add(job)
+    await session.flush()
+    await notify_wake(session, "jobs")
+    return job
+
+
+async def claim_due(
+    session: AsyncSession, *, worker: str, now: dt.datetime, lease: dt.timedelta, limit: int
+) -> list[Job]:
+    """Lease up to `limit` due jobs, oldest due first (SKIP LOCKED on PostgreSQL)."""
+    stmt = (
+        select(Job)
+        .where(
+            Job.state == JobState.SCHEDULED,
+            Job.due_at <= now,
+            or_(Job.lease_until.is_(None), Job.lease_until < now),
+        )
+        .order_by(Job.due_at, Job.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    jobs = list((await session.execute(stmt)).scalars().all())
+    for job in jobs:
+        job.claimed_by = worker
+        job.lease_until = now + lease
+        job.attempts += 1
+    await session.flush()
+    return jobs
+
+
+async def _owned(session: AsyncSession, job_id: int, worker: str) -> Job | None:
+    job = await session.get(Job, job_id, with_for_update=True, populate_existing=True)
+    if job is None or job.state is not JobState.SCHEDULED or job.claimed_by != worker:
+        return None
+    return job
+
+
+async def complete(session: AsyncSession, job_id: int, *, worker: str, now: dt.datetime) -> bool:
+    """Mark a claimed job done, in the transaction that did its work."""
+    job = await _owned(session, job_id, worker)
+    if job is None:
+        return False
+    job.state = JobState.DONE
+    job.done_at = now
+    job.lease_until = None
+    job.last_error = None
+    return True
+
+
+async def fail(
+    session: AsyncSession,
+    job_id: int,
+    *,
+    worker: str,
+    error: str,
+    retry_at: dt.datetime,
+) -> bool:
+    """Record a failed run and when to try again."""
+    job = await _owned(session, job_id, worker)
+    if job is None:
+        return False
+    job.last_error = error[:2000]
+    job.due_at = retry_at
+    job.lease_until = None
+    job.claimed_by = None
+    return True
+
+
+async def next_due_at(session: AsyncSession) -> dt.datetime | None:
+    """When the next scheduled job becomes claimable (None when none is scheduled)."""
+    ready_at = case((Job.lease_until > Job.due_at, Job.lease_until), else_=Job.due_at)
+    value: dt.datetime | None = await session.scalar(
+        select(type_coerce(func.min(ready_at), UTCDateTime())).where(
+            Job.state == JobState.SCHEDULED
+        )
+    )
+    return value
+
+
+async def release_claims(session: AsyncSession, *, worker: str) -> int:
+    """Give back every lease a worker holds (graceful shutdown)."""
+    result = await session.execute(
+        update(Job)
+        .where(Job.claimed_by == worker, Job.state == JobState.SCHEDULED)
+        .values(claimed_by=None, lease_until=None)
+        .execution_options(synchronize_session=False)
+    )
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]

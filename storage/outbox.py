@@ -1,0 +1,292 @@
+"""The transactional outbox: enqueue in the cause's transaction, claim, record the result.
+
+Per-target order: only the oldest pending row of a target can be claimed, so a target's
+messages leave in the order they were written, whatever the number of workers.
+Claims are leases: a worker that dies leaves its rows to be claimed again when the lease
+expires (at most the in-flight rows can then be sent twice; see docs/scaling.md).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import and_, case, exists, func, or_, select, text, type_coerce, update
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
+
+from storage import audit
+from storage.errors import InvalidValue
+from storage.models import OutboxMessage
+from storage.types import OutboxState, UTCDateTime
+
+WAKE_CHANNEL = "workbot_wake"
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where a message goes: platform, kind (chat, person, url) and address."""
+
+    platform: str
+    kind: str
+    address: str
+
+    @property
+    def key(self) -> str:
+        """The per-target ordering and rate-limit key."""
+        return f"{self.platform}:{self.kind}:{self.address}"
+
+
+async def notify_wake(session: AsyncSession, what: str) -> None:
+    """On PostgreSQL, wake every worker's delivery or scheduler loop when this commits."""
+    if session.get_bind().dialect.name == "postgresql":
+        await session.execute(text("SELECT pg_notify(:c, :w)"), {"c": WAKE_CHANNEL, "w": what})
+
+
+async def enqueue(
+    session: AsyncSession,
+    *,
+    target: Target,
+    payload: Mapping[str, Any],
+    idempotency_key: str,
+    now: dt.datetime,
+    purpose: str = "message",
+    notice_id: int | None = None,
+    person_id: str | None = None,
+    edit_of_id: int | None = None,
+    not_before: dt.datetime | None = None,
+) -> OutboxMessage:
+    """Write a message to send, in the caller's transaction; a repeated key returns the first."""
+    if not idempotency_key or len(idempotency_key) > 200:
+        raise InvalidValue("idempotency_key", "must be 1 to 200 characters")
+    existing = (
+        await session.execute(
+            select(OutboxMessage).where(OutboxMessage.idempotency_key == idempotency_key)
+        )
+    ).scalar_one_or_none()
+    if existing is not None:
+        return existing
+    row = OutboxMessage(
+        idempotency_key=idempotency_key,
+        platform=target.platform,
+        target_kind=target.kind,
+        target=target.address,
+        target_key=target.key,
+        payload=dict(payload),
+        purpose=purpose,
+        notice_id=notice_id,
+        person_id=person_id,
+        edit_of_id=edit_of_id,
+        state=OutboxState.PENDING,
+        attempts=0,
+        next_attempt_at=max(now, not_before) if not_before else now,
+        created_at=now,
+    )
+    session.add(row)
+    await session.flush()
+    await notify_wake(session, "outbox")
+    return row
+
+
+def _claimable(now: dt.datetime) -> Any:
+    earlier = aliased(OutboxMessage)
+    return and_(
+        OutboxMessage.state == OutboxState.PENDING,
+        OutboxMessage.next_attempt_at <= now,
+        or_(OutboxMessage.claimed_until.is_(None), OutboxMessage.claimed_until < now),
+        ~exists().where(
+            earlier.target_key == OutboxMessage.target_key,
+            earlier.state == OutboxState.PENDING,
+            earlier.id < OutboxMessage.id,
+        ),
+    )
+
+
+async def claim_due(
+    session: AsyncSession,
+    *,
+    worker: str,
+    now: dt.datetime,
+    lease: dt.timedelta,
+    limit: int,
+) -> list[OutboxMessage]:
+    """Lease up to `limit` due rows, each the oldest pending row of its target."""
+    stmt = (
+        select(OutboxMessage)
+        .where(_claimable(now))
+        .order_by(OutboxMessage.next_attempt_at, OutboxMessage.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True, of=OutboxMessage)
+    )
+    rows = list((await session.execute(stmt)).scalars().all())
+    for row in rows:
+        row.claimed_by = worker
+        row.claimed_until = now + lease
+    await session.flush()
+    return rows
+
+
+async def next_due_at(session: AsyncSession) -> dt.datetime | None:
+    """When the next row becomes claimable: the earliest head-of-line row's due time."""
+    earlier = aliased(OutboxMessage)
+    ready_at = case(
+        (OutboxMessage.claimed_until > OutboxMessage.next_attempt_at, OutboxMessage.claimed_until),
+        else_=OutboxMessage.next_attempt_at,
+    )
+    stmt = select(type_coerce(func.min(ready_at), UTCDateTime())).where(
+        OutboxMessage.state == OutboxState.PENDING,
+        ~exists().where(
+            earlier.target_key == OutboxMessage.target_key,
+            earlier.state == OutboxState.PENDING,
+            earlier.id < OutboxMessage.id,
+        ),
+    )
+    value: dt.datetime | None = await session.scalar(stmt)
+    return value
+
+
+async def _owned(session: AsyncSession, message_id: int, worker: str) -> OutboxMessage | None:
+    row = await session.get(OutboxMessage, message_id, with_for_update=True, populate_existing=True)
+    if row is None or row.state is not OutboxState.PENDING or row.claimed_by != worker:
+        return None
+    return row
+
+
+async def mark_sent(
+    session: AsyncSession,
+    message_id: int,
+    *,
+    worker: str,
+    platform_message_id: str,
+    now: dt.datetime,
+) -> bool:
+    """Record a successful send; False if the lease was lost (another worker owns it now)."""
+    row = await _owned(session, message_id, worker)
+    if row is None:
+        return False
+    row.state = OutboxState.SENT
+    row.platform_message_id = platform_message_id
+    row.sent_at = now
+    row.attempts += 1
+    row.last_error = None
+    row.claimed_by = None
+    row.claimed_until = None
+    return True
+
+
+async def defer(session: AsyncSession, message_id: int, *, worker: str, until: dt.datetime) -> bool:
+    """Put a claimed row back until a rate-limit window opens (not counted as an attempt)."""
+    row = await _owned(session, message_id, worker)
+    if row is None:
+        return False
+    row.next_attempt_at = until
+    row.claimed_by = None
+    row.claimed_until = None
+    return True
+
+
+async def mark_failed(
+    session: AsyncSession,
+    message_id: int,
+    *,
+    worker: str,
+    error: str,
+    now: dt.datetime,
+    retry_at: dt.datetime | None,
+) -> OutboxState | None:
+    """Record a failed attempt: retry at retry_at, or dead-letter it when retry_at is None."""
+    row = await _owned(session, message_id, worker)
+    if row is None:
+        return None
+    row.attempts += 1
+    row.last_error = error[:2000]
+    row.claimed_by = None
+    row.claimed_until = None
+    if retry_at is None:
+        row.state = OutboxState.DEAD
+        await audit.append(
+            session,
+            actor=f"worker:{worker}",
+            action="outbox.dead",
+            entity="outbox",
+            entity_id=row.id,
+            data={"attempts": row.attempts, "error": row.last_error, "target": row.target_key},
+            now=now,
+        )
+    else:
+        row.next_attempt_at = retry_at
+    return row.state
+
+
+async def retry_dead(
+    session: AsyncSession, message_id: int, *, actor: str, now: dt.datetime
+) -> OutboxMessage:
+    """Send a dead letter again: back to pending, attempts reset, due now."""
+    row = await session.get(OutboxMessage, message_id, with_for_update=True, populate_existing=True)
+    if row is None:
+        raise InvalidValue("id", f"no outbox message {message_id}")
+    if row.state is not OutboxState.DEAD:
+        raise InvalidValue("id", f"outbox message {message_id} is {row.state.value}, not dead")
+    row.state = OutboxState.PENDING
+    row.attempts = 0
+    row.next_attempt_at = now
+    row.claimed_by = None
+    row.claimed_until = None
+    await audit.append(
+        session,
+        actor=actor,
+        action="outbox.retry",
+        entity="outbox",
+        entity_id=row.id,
+        data={"target": row.target_key, "last_error": row.last_error},
+        now=now,
+    )
+    await notify_wake(session, "outbox")
+    return row
+
+
+async def original_message_id(
+    session: AsyncSession, row: OutboxMessage
+) -> tuple[OutboxState, str | None]:
+    """For an edit: the state and platform message id of the message it edits."""
+    if row.edit_of_id is None:
+        raise InvalidValue("edit_of_id", "this row is not an edit")
+    original = await session.get(OutboxMessage, row.edit_of_id)
+    if original is None:
+        return OutboxState.DEAD, None
+    return original.state, original.platform_message_id
+
+
+async def counts(session: AsyncSession) -> dict[str, int]:
+    """Rows per state."""
+    result = {s.value: 0 for s in OutboxState}
+    for state, n in (
+        await session.execute(
+            select(OutboxMessage.state, func.count()).group_by(OutboxMessage.state)
+        )
+    ).all():
+        result[state.value] = int(n)
+    return result
+
+
+async def list_messages(
+    session: AsyncSession, *, state: OutboxState | None = None, limit: int = 50
+) -> list[OutboxMessage]:
+    """Rows, newest first, optionally of one state."""
+    stmt = select(OutboxMessage).order_by(OutboxMessage.id.desc()).limit(limit)
+    if state is not None:
+        stmt = stmt.where(OutboxMessage.state == state)
+    return list((await session.scalars(stmt)).all())
+
+
+async def release_claims(session: AsyncSession, *, worker: str) -> int:
+    """Give back every lease a worker holds (graceful shutdown)."""
+    result = await session.execute(
+        update(OutboxMessage)
+        .where(OutboxMessage.claimed_by == worker, OutboxMessage.state == OutboxState.PENDING)
+        .values(claimed_by=None, claimed_until=None)
+        .execution_options(synchronize_session=False)
+    )
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]

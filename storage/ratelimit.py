@@ -1,0 +1,57 @@
+"""Sliding-window rate limits shared by every worker through one locked row per key."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from storage.models import RateWindow
+
+
+async def _locked_window(session: AsyncSession, key: str, now: dt.datetime) -> RateWindow:
+    row = await session.get(RateWindow, key, with_for_update=True, populate_existing=True)
+    if row is not None:
+        return row
+    dialect = session.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    await session.execute(
+        insert(RateWindow)
+        .values(key=key, sends=[], updated_at=now)
+        .on_conflict_do_nothing(index_elements=["key"])
+    )
+    row = await session.get(RateWindow, key, with_for_update=True, populate_existing=True)
+    assert row is not None
+    return row
+
+
+async def acquire(
+    session: AsyncSession,
+    *,
+    key: str,
+    count: int,
+    per_seconds: float,
+    now: dt.datetime,
+    margin: float = 0.0,
+) -> float:
+    """Take one slot under "count per per_seconds" now, or say how many seconds to wait.
+
+    A slot taken is recorded in the caller's transaction (commit it before sending). The
+    window is `per_seconds + margin`, so clock and network jitter between us and the
+    platform's own counter cannot push a send over its limit.
+    """
+    if count <= 0 or per_seconds <= 0:
+        return 0.0
+    row = await _locked_window(session, key, now)
+    t = now.timestamp()
+    window = per_seconds + margin
+    recent = sorted(float(x) for x in row.sends if float(x) > t - window)
+    if len(recent) < count:
+        recent.append(t)
+        row.sends = recent
+        row.updated_at = now
+        return 0.0
+    row.sends = recent
+    row.updated_at = now
+    return max(recent[-count] + window - t, 0.001)
