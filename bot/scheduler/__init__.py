@@ -1,0 +1,1 @@
+"""Scheduling: durable jobs, reminders, the daily digest and the working-day calendar."""
