@@ -37,6 +37,7 @@ from bot.configtypes import (
 from bot.configtypes import MAX_DURATION as MAX_DURATION
 from bot.configtypes import format_duration as format_duration
 from bot.configtypes import parse_duration as parse_duration
+from bot.platforms.local import LocalConfig
 
 CONFIG_ENV_VAR = "WORKBOT_CONFIG"
 DEFAULT_CONFIG_NAME = "config.toml"
@@ -314,12 +315,15 @@ class ScheduleConfig(ConfigSection):
         return _in_span(self.quiet_hours_span, moment)
 
 
-class LocalPlatformConfig(ConfigSection):
-    """The [platforms.local] table: the built-in local chat used for development and tests."""
+class DeliveryConfig(ConfigSection):
+    """The [delivery] section: how the outbox is sent and retried."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
-
-    enabled: bool = False
+    max_attempts: int = Field(default=8, ge=1, le=100)
+    backoff_base: Duration = timedelta(seconds=2)
+    backoff_cap: Duration = timedelta(minutes=15)
+    lease: Duration = timedelta(seconds=60)
+    batch: int = Field(default=50, ge=1, le=1000)
+    concurrency: int = Field(default=8, ge=1, le=256)
 
 
 class PlatformsConfig(ConfigSection):
@@ -327,7 +331,7 @@ class PlatformsConfig(ConfigSection):
 
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
-    local: LocalPlatformConfig = Field(default_factory=LocalPlatformConfig)
+    local: LocalConfig = Field(default_factory=LocalConfig)
 
 
 class LoggingConfig(ConfigSection):
@@ -350,6 +354,7 @@ class Config(ConfigSection):
     group: GroupConfig = Field(default_factory=GroupConfig)
     egov: EgovConfig = Field(default_factory=EgovConfig)
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
+    delivery: DeliveryConfig = Field(default_factory=DeliveryConfig)
     platforms: PlatformsConfig = Field(default_factory=PlatformsConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
 

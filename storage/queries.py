@@ -7,7 +7,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import case, func, select
+from sqlalchemy import and_, case, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.errors import UnknownNotice
@@ -175,9 +175,27 @@ def _counts(states: list[tuple[AssignmentState, bool, bool]]) -> dict[str, int]:
 
 async def status(session: AsyncSession, notice_id: int, now: dt.datetime) -> NoticeStatus:
     """The status document of one notice, with every assignee's state."""
-    notice = await session.get(Notice, notice_id)
+    # Only the header columns: the body (up to 20k chars) and the audience are not needed.
+    notice = (
+        await session.execute(
+            select(
+                Notice.id,
+                Notice.title,
+                Notice.kind,
+                Notice.state,
+                Notice.requires,
+                Notice.source,
+                Notice.external_id,
+                Notice.doc_number,
+                Notice.deadline,
+                Notice.created_at,
+            ).where(Notice.id == notice_id)
+        )
+    ).one_or_none()
     if notice is None:
         raise UnknownNotice(notice_id)
+    # One statement for the assignees and their outcomes: a finished assignment is joined to
+    # its outcome rows (oldest first, so the last row of an assignment carries the latest).
     rows = (
         await session.execute(
             select(
@@ -192,31 +210,45 @@ async def status(session: AsyncSession, notice_id: int, now: dt.datetime) -> Not
                 Assignment.progress_text,
                 Assignment.progress_percent,
                 Assignment.excuse_reason,
+                Outcome.id,
+                Outcome.measures,
+                Outcome.results,
+                Outcome.metrics,
+                Outcome.created_at,
             )
             .join(Person, Person.id == Assignment.person_id)
+            .outerjoin(
+                Outcome,
+                and_(
+                    Outcome.assignment_id == Assignment.id,
+                    Assignment.state.in_(FINISHED_STATES),
+                ),
+            )
             .where(Assignment.notice_id == notice_id)
-            .order_by(Person.department, Person.name, Person.id)
+            .order_by(Person.department, Person.name, Person.id, Outcome.id)
         )
     ).all()
-    outcomes: dict[int, OutcomeView] = {}
-    done_ids = [r[0] for r in rows if r[4] in FINISHED_STATES]
-    if done_ids:
-        for aid, measures, results, metrics, created in (
-            await session.execute(
-                select(
-                    Outcome.assignment_id,
-                    Outcome.measures,
-                    Outcome.results,
-                    Outcome.metrics,
-                    Outcome.created_at,
-                )
-                .where(Outcome.assignment_id.in_(done_ids))
-                .order_by(Outcome.id)
-            )
-        ).all():
-            outcomes[aid] = OutcomeView(list(measures), results, list(metrics), created)
-    assignees = [
-        AssigneeStatus(
+    assignees: list[AssigneeStatus] = []
+    previous: int | None = None
+    for (
+        aid,
+        pid,
+        name,
+        dept,
+        state,
+        acked_at,
+        channel,
+        late,
+        ptext,
+        pct,
+        excuse,
+        outcome_id,
+        measures,
+        results,
+        metrics,
+        reported_at,
+    ) in rows:
+        assignee = AssigneeStatus(
             person_id=pid,
             name=name,
             department=dept,
@@ -230,10 +262,15 @@ async def status(session: AsyncSession, notice_id: int, now: dt.datetime) -> Not
             last_progress=ptext,
             progress_percent=pct,
             excuse_reason=excuse,
-            outcome=outcomes.get(aid),
+            outcome=None
+            if outcome_id is None
+            else OutcomeView(list(measures), results, list(metrics), reported_at),
         )
-        for aid, pid, name, dept, state, acked_at, channel, late, ptext, pct, excuse in rows
-    ]
+        if aid == previous:
+            assignees[-1] = assignee
+        else:
+            assignees.append(assignee)
+        previous = aid
     counts = _counts([(a.state, a.acknowledged_at is not None, a.overdue) for a in assignees])
     return NoticeStatus(
         id=notice.id,
@@ -342,3 +379,37 @@ async def list_people(session: AsyncSession) -> list[PersonView]:
         PersonView(p.id, p.name, p.department, list(p.roles), p.phone, idents.get(p.id, {}))
         for p in people
     ]
+
+
+@dataclass(frozen=True)
+class Tally:
+    """A notice's counts for its in-place tally and the digest (never names)."""
+
+    assigned: int
+    acknowledged: int
+    done: int
+    outstanding: int
+
+
+async def tallies(session: AsyncSession, notice_ids: list[int]) -> dict[int, Tally]:
+    """Counts per notice, for a handful of notices at once."""
+    if not notice_ids:
+        return {}
+    done_states = [s.value for s in FINISHED_STATES]
+    rows = (
+        await session.execute(
+            select(
+                Assignment.notice_id,
+                func.count(),
+                func.count(Assignment.acknowledged_at),
+                func.sum(case((Assignment.state.in_(done_states), 1), else_=0)),
+                func.sum(case((Assignment.outstanding.is_(True), 1), else_=0)),
+            )
+            .where(Assignment.notice_id.in_(notice_ids))
+            .group_by(Assignment.notice_id)
+        )
+    ).all()
+    return {
+        nid: Tally(int(assigned), int(acked), int(done or 0), int(outstanding or 0))
+        for nid, assigned, acked, done, outstanding in rows
+    }

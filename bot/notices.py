@@ -1,0 +1,177 @@
+"""Publishing formal notices: the domain operation plus its group post and its jobs, atomically.
+
+Everything here runs inside the caller's transaction, so a notice, the outbox row that posts
+it and the jobs that will remind about it are committed together or not at all.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bot import render
+from bot.context import BotContext
+from bot.platforms.base import TargetKind
+from storage import jobs, outbox, queries
+from storage.domain import Actor, NoticeDraft, create_notice
+from storage.models import Notice, OutboxMessage, PersonIdentity
+from storage.outbox import Target
+from storage.types import OutboxState
+
+JOB_REMIND = "remind"
+JOB_ESCALATE = "escalate"
+JOB_DIGEST = "digest"
+
+PURPOSE_NOTICE = "notice"
+PURPOSE_TALLY = "tally"
+PURPOSE_REMINDER = "reminder"
+PURPOSE_ESCALATION = "escalation"
+PURPOSE_DIGEST = "digest"
+
+
+def view_of(notice: Notice, tally: queries.Tally | None) -> render.NoticeView:
+    """The render view of a notice with its counts."""
+    tally = tally or queries.Tally(0, 0, 0, 0)
+    return render.NoticeView(
+        id=notice.id,
+        kind=notice.kind,
+        title=notice.title,
+        body=notice.body,
+        requires=notice.requires,
+        deadline=notice.deadline,
+        doc_number=notice.doc_number,
+        assigned=tally.assigned,
+        acknowledged=tally.acknowledged,
+        done=tally.done,
+    )
+
+
+async def publish_notice(
+    session: AsyncSession,
+    ctx: BotContext,
+    draft: NoticeDraft,
+    *,
+    actor: Actor,
+    now: dt.datetime,
+) -> Notice:
+    """Create the notice, post it to the group (via the outbox) and plan its reminders."""
+    notice = await create_notice(session, draft, actor=actor, now=now)
+    tally = (await queries.tallies(session, [notice.id]))[notice.id]
+    message = render.notice_post(ctx.t, ctx.tz, view_of(notice, tally))
+    await outbox.enqueue(
+        session,
+        target=ctx.group,
+        payload=message.to_payload(),
+        idempotency_key=f"notice:{notice.id}:post",
+        now=now,
+        purpose=PURPOSE_NOTICE,
+        notice_id=notice.id,
+    )
+    await plan_jobs(session, ctx, notice, now=now)
+    return notice
+
+
+async def plan_jobs(
+    session: AsyncSession, ctx: BotContext, notice: Notice, *, now: dt.datetime
+) -> None:
+    """Schedule the notice's reminders and its escalation, each at a working time."""
+    if notice.deadline is None:
+        return
+    for offset in ctx.config.schedule.remind_before:
+        due = notice.deadline - offset
+        if not ctx.calendar.is_working_time(due):
+            # Move earlier, so that the reminder still comes before the deadline.
+            earlier = ctx.calendar.previous_working_time(due)
+            if earlier is None:
+                continue
+            due = earlier
+        if due <= now:
+            continue
+        seconds = int(offset.total_seconds())
+        await jobs.schedule(
+            session,
+            kind=JOB_REMIND,
+            key=f"remind:{notice.id}:{seconds}",
+            due_at=due,
+            payload={"notice_id": notice.id, "offset": seconds},
+            now=now,
+            notice_id=notice.id,
+        )
+    escalate_at = ctx.calendar.next_working_time(
+        notice.deadline + ctx.config.schedule.escalate_after
+    )
+    await jobs.schedule(
+        session,
+        kind=JOB_ESCALATE,
+        key=f"escalate:{notice.id}",
+        due_at=escalate_at,
+        payload={"notice_id": notice.id},
+        now=now,
+        notice_id=notice.id,
+    )
+
+
+async def refresh_tally(
+    session: AsyncSession, ctx: BotContext, notice_id: int, *, now: dt.datetime
+) -> OutboxMessage | None:
+    """Edit the notice's group post in place with its new counts.
+
+    Edits coalesce: while an earlier tally edit is still waiting to be sent, its payload is
+    replaced instead of queueing another, so a burst of acks costs one edit, not one each.
+    """
+    post = (
+        await session.execute(
+            select(OutboxMessage).where(OutboxMessage.idempotency_key == f"notice:{notice_id}:post")
+        )
+    ).scalar_one_or_none()
+    notice = await session.get(Notice, notice_id)
+    if post is None or notice is None:
+        return None
+    tally = (await queries.tallies(session, [notice_id])).get(notice_id)
+    payload = render.notice_post(ctx.t, ctx.tz, view_of(notice, tally)).to_payload()
+    waiting = (
+        await session.execute(
+            select(OutboxMessage)
+            .where(
+                OutboxMessage.edit_of_id == post.id,
+                OutboxMessage.state == OutboxState.PENDING,
+                OutboxMessage.claimed_by.is_(None),
+            )
+            .order_by(OutboxMessage.id.desc())
+            .limit(1)
+            .with_for_update(skip_locked=True)
+        )
+    ).scalar_one_or_none()
+    if waiting is not None:
+        waiting.payload = payload
+        return waiting
+    edits = await session.scalar(
+        select(func.count()).select_from(OutboxMessage).where(OutboxMessage.edit_of_id == post.id)
+    )
+    return await outbox.enqueue(
+        session,
+        target=Target(post.platform, post.target_kind, post.target),
+        payload=payload,
+        idempotency_key=f"notice:{notice_id}:tally:{int(edits or 0) + 1}",
+        now=now,
+        purpose=PURPOSE_TALLY,
+        notice_id=notice_id,
+        edit_of_id=post.id,
+    )
+
+
+async def dm_target(session: AsyncSession, ctx: BotContext, person_id: str) -> Target | None:
+    """A person's private chat on the group's platform, or None if they have no account there."""
+    platform = ctx.group.platform
+    uid = await session.scalar(
+        select(PersonIdentity.platform_user_id).where(
+            PersonIdentity.person_id == person_id, PersonIdentity.platform == platform
+        )
+    )
+    if uid is None and platform == "local":
+        uid = person_id  # the built-in local group addresses people by directory id
+    if uid is None:
+        return None
+    return Target(platform, TargetKind.PERSON.value, uid)

@@ -1,0 +1,124 @@
+"""Pure rendering of what the bot sends: notice cards, tallies, reminders and the digest."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass
+from zoneinfo import ZoneInfo
+
+from bot.i18n import Translator
+from bot.platforms.base import Button, Card, OutboundMessage
+from storage.types import NoticeKind, Requires
+
+ACK_VALUE_PREFIX = "ack:"
+
+
+@dataclass(frozen=True)
+class NoticeView:
+    """The fields of a notice that its group post shows."""
+
+    id: int
+    kind: NoticeKind
+    title: str
+    body: str
+    requires: Requires
+    deadline: dt.datetime | None
+    doc_number: str | None
+    assigned: int
+    acknowledged: int = 0
+    done: int = 0
+
+
+def when(t: Translator, tz: ZoneInfo, moment: dt.datetime | None) -> str:
+    """A deadline in the bot's timezone, e.g. 12-10 17:30 (with the year when not this one)."""
+    if moment is None:
+        return t("time.no_deadline")
+    local = moment.astimezone(tz)
+    return local.strftime("%Y-%m-%d %H:%M")
+
+
+def tally(t: Translator, view: NoticeView) -> str:
+    """The in-place tally line: counts only, never names."""
+    if view.requires is Requires.ACK:
+        return t("notice.tally", acknowledged=view.acknowledged, assigned=view.assigned)
+    return t(
+        "notice.tally_done",
+        acknowledged=view.acknowledged,
+        assigned=view.assigned,
+        done=view.done,
+    )
+
+
+def notice_post(t: Translator, tz: ZoneInfo, view: NoticeView) -> OutboundMessage:
+    """The notice as posted to the group: a card with a 收到 button and its live tally."""
+    kind_label = t(f"kind.{view.kind.value}")
+    lines = [view.body] if view.body else []
+    lines.append(t("notice.deadline", deadline=when(t, tz, view.deadline)))
+    if view.doc_number:
+        lines.append(t("notice.doc_number", doc_number=view.doc_number))
+    lines.append(t("notice.requires", requires=t(f"requires.{view.requires.value}")))
+    body = "\n".join(lines)
+    title = t("notice.card_title", kind_label=kind_label, id=view.id, title=view.title)
+    status = tally(t, view)
+    return OutboundMessage(
+        text=f"{title}\n{body}\n{status}",
+        card=Card(
+            title=title,
+            body=body,
+            status=status,
+            buttons=(Button(t("notice.button_ack"), f"{ACK_VALUE_PREFIX}{view.id}"),),
+        ),
+    )
+
+
+def reminder(t: Translator, tz: ZoneInfo, view: NoticeView, *, overdue: bool) -> OutboundMessage:
+    """A private reminder to one person who still owes the notice something."""
+    key = "reminder.text_overdue" if overdue else "reminder.text"
+    return OutboundMessage(
+        text=t(
+            key,
+            kind_label=t(f"kind.{view.kind.value}"),
+            id=view.id,
+            title=view.title,
+            deadline=when(t, tz, view.deadline),
+            requires=t(f"requires.{view.requires.value}"),
+        )
+    )
+
+
+def escalation(
+    t: Translator, tz: ZoneInfo, view: NoticeView, names: Sequence[str]
+) -> OutboundMessage:
+    """A private note to a department head naming that department's overdue people."""
+    return OutboundMessage(
+        text=t(
+            "escalation.text",
+            id=view.id,
+            title=view.title,
+            deadline=when(t, tz, view.deadline),
+            count=len(names),
+            names="、".join(names) if t.language == "zh-CN" else ", ".join(names),
+        )
+    )
+
+
+def digest(
+    t: Translator, tz: ZoneInfo, day: dt.date, items: Sequence[NoticeView]
+) -> OutboundMessage:
+    """The daily index of open formal items for the group: ids, titles, deadlines, counts."""
+    lines = [t("digest.title", date=day.isoformat())]
+    for v in items:
+        key = "digest.item" if v.deadline is not None else "digest.item_no_deadline"
+        lines.append(
+            t(
+                key,
+                id=v.id,
+                title=v.title,
+                deadline=when(t, tz, v.deadline),
+                acknowledged=v.acknowledged,
+                assigned=v.assigned,
+            )
+        )
+    lines.append(t("digest.footer"))
+    return OutboundMessage(text="\n".join(lines))

@@ -1,0 +1,142 @@
+"""The job runner: claims due jobs with a lease and runs each in one transaction.
+
+A job's effects (outbox rows, follow-up jobs) and its completion commit together, so a job
+that crashes half-way leaves nothing behind and is run again when its lease expires.
+The runner sleeps until the next due job, or until it is woken; it never polls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from storage import jobs
+from storage.db import Database
+from storage.models import Job
+
+log = logging.getLogger("workbot.scheduler")
+
+Clock = Callable[[], dt.datetime]
+
+
+class Reschedule(Exception):
+    """Raised by a job handler: run this job again at `at` instead (e.g. outside working hours)."""
+
+    def __init__(self, at: dt.datetime) -> None:
+        super().__init__(f"rescheduled to {at.isoformat()}")
+        self.at = at
+
+
+JobHandler = Callable[[AsyncSession, Job, dt.datetime], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class JobRun:
+    """What happened to one claimed job."""
+
+    job_id: int
+    kind: str
+    result: str  # done | rescheduled | failed | lost | unknown
+
+
+class Scheduler:
+    """Runs durable jobs on time; many processes can share one PostgreSQL database."""
+
+    def __init__(
+        self,
+        db: Database,
+        handlers: Mapping[str, JobHandler],
+        *,
+        worker: str,
+        clock: Clock,
+        lease: dt.timedelta = dt.timedelta(minutes=5),
+        batch: int = 20,
+        retry_after: dt.timedelta = dt.timedelta(minutes=5),
+        max_idle: float = 3600.0,
+    ) -> None:
+        self.db = db
+        self.handlers = dict(handlers)
+        self.worker = worker
+        self.clock = clock
+        self.lease = lease
+        self.batch = batch
+        self.retry_after = retry_after
+        self.max_idle = max_idle
+        self._wake = asyncio.Event()
+
+    def wake(self) -> None:
+        """A job was added: recompute when to wake up."""
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Run jobs until cancelled."""
+        while True:
+            self._wake.clear()
+            try:
+                ran = await self.run_once()
+                delay = 0.0 if len(ran) >= self.batch else await self.idle_delay()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("scheduler pass failed; retrying in 5 s")
+                delay = 5.0
+            if delay > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout=delay)
+
+    async def idle_delay(self) -> float:
+        """Seconds until the next job is due (max_idle when none is scheduled)."""
+        async with self.db.read() as session:
+            due = await jobs.next_due_at(session)
+        if due is None:
+            return self.max_idle
+        return min(self.max_idle, max(0.0, (due - self.clock()).total_seconds()))
+
+    async def run_once(self) -> list[JobRun]:
+        """Claim and run one batch of due jobs."""
+        async with self.db.transaction() as session:
+            claimed = await jobs.claim_due(
+                session, worker=self.worker, now=self.clock(), lease=self.lease, limit=self.batch
+            )
+            ids = [(job.id, job.kind) for job in claimed]
+        return [await self._run(job_id, kind) for job_id, kind in ids]
+
+    async def _run(self, job_id: int, kind: str) -> JobRun:
+        handler = self.handlers.get(kind)
+        now = self.clock()
+        if handler is None:
+            log.error("job %s: no handler for kind %r", job_id, kind)
+            await self._fail(job_id, f"no handler for kind {kind!r}", now + self.retry_after)
+            return JobRun(job_id, kind, "unknown")
+        try:
+            async with self.db.transaction() as session:
+                job = await session.get(Job, job_id, populate_existing=True)
+                if job is None or job.claimed_by != self.worker:
+                    return JobRun(job_id, kind, "lost")
+                await handler(session, job, now)
+                if not await jobs.complete(session, job_id, worker=self.worker, now=now):
+                    raise _LeaseLost()
+        except _LeaseLost:
+            return JobRun(job_id, kind, "lost")
+        except Reschedule as exc:
+            await self._fail(job_id, "", exc.at)
+            return JobRun(job_id, kind, "rescheduled")
+        except Exception as exc:
+            log.exception("job %s (%s) failed; retrying later", job_id, kind)
+            await self._fail(job_id, repr(exc), now + self.retry_after)
+            return JobRun(job_id, kind, "failed")
+        return JobRun(job_id, kind, "done")
+
+    async def _fail(self, job_id: int, error: str, retry_at: dt.datetime) -> None:
+        async with self.db.transaction() as session:
+            await jobs.fail(session, job_id, worker=self.worker, error=error, retry_at=retry_at)
+
+
+class _LeaseLost(Exception):
+    """Another worker took the job over; roll back this run's effects."""

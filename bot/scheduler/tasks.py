@@ -1,0 +1,183 @@
+"""The scheduled jobs: private reminders, private escalation, and the daily group digest."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import defaultdict
+from functools import partial
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bot import render
+from bot.context import BotContext
+from bot.notices import (
+    JOB_DIGEST,
+    JOB_ESCALATE,
+    JOB_REMIND,
+    PURPOSE_DIGEST,
+    PURPOSE_ESCALATION,
+    PURPOSE_REMINDER,
+    dm_target,
+    view_of,
+)
+from bot.scheduler.runner import JobHandler, Reschedule
+from storage import jobs, outbox, queries
+from storage.models import Job, Notice, OutboxMessage, Person
+from storage.types import NoticeState, Role
+
+
+def handlers(ctx: BotContext) -> dict[str, JobHandler]:
+    """The job handlers, bound to the bot's context."""
+    return {
+        JOB_REMIND: partial(remind, ctx),
+        JOB_ESCALATE: partial(escalate, ctx),
+        JOB_DIGEST: partial(digest, ctx),
+    }
+
+
+def _working_now(ctx: BotContext, now: dt.datetime) -> None:
+    """Private messages go out in working time only; otherwise run again when it starts."""
+    if not ctx.calendar.is_working_time(now):
+        raise Reschedule(ctx.calendar.next_working_time(now))
+
+
+def local_day_start(ctx: BotContext, now: dt.datetime) -> dt.datetime:
+    """Midnight of the bot's local day containing now."""
+    local = now.astimezone(ctx.tz)
+    return dt.datetime.combine(local.date(), dt.time(0), tzinfo=ctx.tz)
+
+
+async def reminders_today(
+    session: AsyncSession, ctx: BotContext, person_id: str, now: dt.datetime
+) -> int:
+    """How many reminders the person has been sent today (the budget counts every one)."""
+    return int(
+        await session.scalar(
+            select(func.count())
+            .select_from(OutboxMessage)
+            .where(
+                OutboxMessage.person_id == person_id,
+                OutboxMessage.purpose == PURPOSE_REMINDER,
+                OutboxMessage.created_at >= local_day_start(ctx, now),
+            )
+        )
+        or 0
+    )
+
+
+async def _open_notice(session: AsyncSession, job: Job) -> Notice | None:
+    notice = await session.get(Notice, int(job.payload["notice_id"]))
+    if notice is None or notice.state is not NoticeState.OPEN:
+        return None
+    return notice
+
+
+async def remind(ctx: BotContext, session: AsyncSession, job: Job, now: dt.datetime) -> None:
+    """Remind, privately, each person who still owes the notice something, within budget."""
+    _working_now(ctx, now)
+    notice = await _open_notice(session, job)
+    if notice is None:
+        return
+    tally = (await queries.tallies(session, [notice.id])).get(notice.id)
+    view = view_of(notice, tally)
+    overdue = notice.deadline is not None and now > notice.deadline
+    message = render.reminder(ctx.t, ctx.tz, view, overdue=overdue).to_payload()
+    budget = ctx.config.schedule.reminders_per_person_per_day
+    for person in await queries.pending_for_notice(session, notice.id):
+        if await reminders_today(session, ctx, person.person_id, now) >= budget:
+            continue
+        target = await dm_target(session, ctx, person.person_id)
+        if target is None:
+            continue
+        await outbox.enqueue(
+            session,
+            target=target,
+            payload=message,
+            idempotency_key=f"{job.key}:{person.person_id}",
+            now=now,
+            purpose=PURPOSE_REMINDER,
+            notice_id=notice.id,
+            person_id=person.person_id,
+        )
+
+
+async def escalate(ctx: BotContext, session: AsyncSession, job: Job, now: dt.datetime) -> None:
+    """Tell each department's head, privately, who in the department is overdue."""
+    _working_now(ctx, now)
+    notice = await _open_notice(session, job)
+    if notice is None:
+        return
+    status = await queries.status(session, notice.id, now)
+    overdue_by_dept: dict[str, list[str]] = defaultdict(list)
+    for a in status.assignees:
+        if a.overdue:
+            overdue_by_dept[a.department].append(a.name)
+    if not overdue_by_dept:
+        return
+    people = (await session.scalars(select(Person))).all()
+    office = [p.id for p in people if Role.OFFICE.value in p.roles]
+    tally = (await queries.tallies(session, [notice.id])).get(notice.id)
+    view = view_of(notice, tally)
+    for dept, names in sorted(overdue_by_dept.items()):
+        heads = [p.id for p in people if p.department == dept and Role.HEAD.value in p.roles]
+        payload = render.escalation(ctx.t, ctx.tz, view, names).to_payload()
+        for head in heads or office:
+            target = await dm_target(session, ctx, head)
+            if target is None:
+                continue
+            await outbox.enqueue(
+                session,
+                target=target,
+                payload=payload,
+                idempotency_key=f"{job.key}:{dept}:{head}",
+                now=now,
+                purpose=PURPOSE_ESCALATION,
+                notice_id=notice.id,
+                person_id=head,
+            )
+
+
+async def ensure_digest(session: AsyncSession, ctx: BotContext, *, now: dt.datetime) -> Job:
+    """Make sure the next working day's digest is scheduled (idempotent per day)."""
+    at = ctx.calendar.next_at_time_on_workday(now, ctx.config.schedule.digest_time)
+    day = at.astimezone(ctx.tz).date()
+    return await jobs.schedule(
+        session,
+        kind=JOB_DIGEST,
+        key=f"digest:{day.isoformat()}",
+        due_at=at,
+        payload={"date": day.isoformat()},
+        now=now,
+    )
+
+
+async def digest(ctx: BotContext, session: AsyncSession, job: Job, now: dt.datetime) -> None:
+    """Post one index of the open formal items to the group: ids, titles, deadlines, counts."""
+    day = dt.date.fromisoformat(str(job.payload["date"]))
+    await ensure_digest(session, ctx, now=max(now, job.due_at))
+    if now.astimezone(ctx.tz).date() != day or not ctx.calendar.is_workday(day):
+        return  # a stale digest (the bot was down all day) is skipped, not posted late
+    notices = (
+        await session.scalars(
+            select(Notice)
+            .where(Notice.state == NoticeState.OPEN)
+            .order_by(Notice.deadline.is_(None), Notice.deadline, Notice.id)
+        )
+    ).all()
+    counts = await queries.tallies(session, [n.id for n in notices])
+    items = [
+        view_of(n, counts.get(n.id))
+        for n in notices
+        if counts.get(n.id) is not None and counts[n.id].outstanding > 0
+    ]
+    if not items:
+        return  # nothing open: no message at all
+    await outbox.enqueue(
+        session,
+        target=ctx.group,
+        payload=render.digest(ctx.t, ctx.tz, day, items).to_payload(),
+        idempotency_key=f"digest:{day.isoformat()}",
+        now=now,
+        purpose=PURPOSE_DIGEST,
+    )
