@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import datetime as dt
 import logging
+import os
 import secrets
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
@@ -11,9 +15,16 @@ from aiohttp import web
 from sqlalchemy import func, select, text
 
 from bot import __version__
-from bot.appkeys import CONFIG, DATABASE, ENVIRON, METRICS
+from bot.appkeys import BOT, CONFIG, DATABASE, ENVIRON, METRICS, PLATFORMS, SCHEDULER, SENDER
 from bot.config import Config
+from bot.context import BotContext
+from bot.delivery.sender import RetryPolicy, Sender
+from bot.delivery.wake import PgWakeListener
 from bot.metrics import Metrics
+from bot.platforms.registry import build_platforms
+from bot.scheduler import tasks
+from bot.scheduler.runner import Scheduler
+from storage import jobs, outbox
 from storage.db import Database
 from storage.migrate import require_current, upgrade
 from storage.models import Notice, OutboxMessage
@@ -129,7 +140,79 @@ def database_ctx(auto_migrate: bool) -> Callable[[web.Application], AsyncIterato
     return ctx
 
 
-def create_app(config: Config, environ: Mapping[str, str]) -> web.Application:
+def worker_id() -> str:
+    """A name for this process in outbox and job claims: host, pid and a random tag."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+
+
+def utcnow() -> dt.datetime:
+    """The wall clock (aware, UTC)."""
+    return dt.datetime.now(dt.UTC)
+
+
+async def workers_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Delivery and the scheduler run for the app's lifetime, in this process."""
+    config = app[CONFIG]
+    db = app[DATABASE]
+    ctx = app[BOT]
+    platforms = build_platforms(config, app[ENVIRON])
+    app[PLATFORMS] = platforms
+    worker = worker_id()
+    idle = 60.0 if db.is_sqlite else 600.0  # PostgreSQL wakes workers with NOTIFY
+    delivery = config.delivery
+    sender = Sender(
+        db,
+        platforms,
+        worker=worker,
+        clock=utcnow,
+        policy=RetryPolicy(
+            max_attempts=delivery.max_attempts,
+            base=delivery.backoff_base.total_seconds(),
+            cap=delivery.backoff_cap.total_seconds(),
+        ),
+        lease=delivery.lease,
+        batch=delivery.batch,
+        concurrency=delivery.concurrency,
+        max_idle=idle,
+    )
+    scheduler = Scheduler(db, tasks.handlers(ctx), worker=worker, clock=utcnow, max_idle=idle)
+    app[SENDER] = sender
+    app[SCHEDULER] = scheduler
+
+    def wake(topics: set[str]) -> None:
+        if "outbox" in topics:
+            sender.wake()
+        if "jobs" in topics:
+            scheduler.wake()
+
+    db.wake_listeners.append(wake)
+    listener = PgWakeListener(db, wake)
+    await listener.start()
+    async with db.transaction() as session:
+        await tasks.ensure_digest(session, ctx, now=utcnow())
+    running = [
+        asyncio.create_task(sender.run(), name="workbot-delivery"),
+        asyncio.create_task(scheduler.run(), name="workbot-scheduler"),
+    ]
+    yield
+    for task in running:
+        task.cancel()
+    await asyncio.gather(*running, return_exceptions=True)
+    await listener.stop()
+    db.wake_listeners.remove(wake)
+    try:
+        async with db.transaction() as session:
+            await outbox.release_claims(session, worker=worker)
+            await jobs.release_claims(session, worker=worker)
+    except Exception:  # the leases simply expire instead
+        log.warning("could not release this worker's claims at shutdown", exc_info=True)
+    for platform in platforms.values():
+        await platform.close()
+
+
+def create_app(
+    config: Config, environ: Mapping[str, str], *, workers: bool = True
+) -> web.Application:
     """Build the application for a validated configuration."""
     app = web.Application(
         middlewares=[errors_middleware], client_max_size=config.server.max_body_bytes
@@ -137,7 +220,10 @@ def create_app(config: Config, environ: Mapping[str, str]) -> web.Application:
     app[CONFIG] = config
     app[ENVIRON] = environ
     app[METRICS] = Metrics()
+    app[BOT] = BotContext.from_config(config)
     app.cleanup_ctx.append(database_ctx(config.database.auto_migrate))
+    if workers:
+        app.cleanup_ctx.append(workers_ctx)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics_endpoint)
     return app

@@ -7,10 +7,18 @@ from collections.abc import Mapping
 from aiohttp import web
 
 from bot.config import Config
+from bot.context import BotContext
+from bot.delivery.sender import Sender
 from bot.metrics import Metrics
+from bot.platforms.base import Platform
+from bot.scheduler.runner import Scheduler
 from storage.db import Database
 
 CONFIG = web.AppKey("config", Config)
 ENVIRON = web.AppKey("environ", Mapping[str, str])
 DATABASE = web.AppKey("database", Database)
 METRICS = web.AppKey("metrics", Metrics)
+BOT = web.AppKey("bot", BotContext)
+PLATFORMS = web.AppKey("platforms", dict[str, Platform])
+SENDER = web.AppKey("sender", Sender)
+SCHEDULER = web.AppKey("scheduler", Scheduler)

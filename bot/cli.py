@@ -20,15 +20,18 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from bot import __version__
 from bot.config import Config, ConfigError, LoadedConfig, load_config, resolve_config_path
+from bot.context import BotContext
 from bot.i18n import Translator
-from storage import audit, queries
+from bot.notices import publish_notice
+from bot.platforms.registry import PlatformUnavailable, build_platforms
+from storage import audit, outbox, queries
 from storage.db import Database, DatabaseUnavailable
 from storage.directory import DirectoryFileError, Problem, parse_people_csv, upsert_people
-from storage.domain import Actor, Audience, NoticeDraft, create_notice
+from storage.domain import Actor, Audience, NoticeDraft
 from storage.errors import DomainError, UnknownPerson
 from storage.migrate import SchemaError, require_current, upgrade
 from storage.models import Person
-from storage.types import UTC, NoticeKind, NoticeSource, Requires
+from storage.types import UTC, NoticeKind, NoticeSource, OutboxState, Requires
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -177,7 +180,12 @@ async def cmd_migrate(ctx: Context, args: argparse.Namespace) -> int:
 
 
 def cmd_check_config(ctx: Context, args: argparse.Namespace) -> int:
-    """Config already validated by main(); say so."""
+    """Config already validated by main(); check the bound platform exists, then say so."""
+    try:
+        build_platforms(ctx.config, ctx.environ)
+    except PlatformUnavailable as exc:
+        print(f"{ctx.loaded.source}: group.platform: {exc}", file=ctx.err)
+        return EXIT_USAGE
     ctx.print(ctx.t("cli.config_ok", source=ctx.loaded.source))
     return EXIT_OK
 
@@ -251,7 +259,9 @@ async def cmd_notice_create(ctx: Context, args: argparse.Namespace) -> int:
         source=NoticeSource.CLI,
     )
     async with opened(ctx) as db, db.transaction() as session:
-        notice = await create_notice(session, draft, actor=Actor.system("cli"), now=now())
+        notice = await publish_notice(
+            session, BotContext.from_config(ctx.config), draft, actor=Actor.system("cli"), now=now()
+        )
         count = len(await queries.pending_for_notice(session, notice.id))
     print(ctx.t("cli.notice_created", id=notice.id, title=notice.title, count=count), file=ctx.err)
     ctx.print(str(notice.id))
@@ -415,6 +425,41 @@ async def cmd_backup(ctx: Context, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+async def cmd_outbox_list(ctx: Context, args: argparse.Namespace) -> int:
+    """List outbox messages, newest first (only dead letters with --dead)."""
+    state = OutboxState.DEAD if args.dead else None
+    async with opened(ctx) as db, db.read() as session:
+        rows = await outbox.list_messages(session, state=state, limit=args.limit)
+        counts = await outbox.counts(session)
+    ctx.print(ctx.t("cli.outbox_counts", **counts))
+    for row in rows:
+        error = (row.last_error or "").splitlines()[0][:120] if row.last_error else ""
+        ctx.print(
+            "\t".join(
+                [
+                    str(row.id),
+                    ctx.t(f"outbox_state.{row.state.value}"),
+                    row.purpose,
+                    row.target_key,
+                    str(row.attempts),
+                    ctx.local(
+                        row.next_attempt_at if row.state is OutboxState.PENDING else row.sent_at
+                    ),
+                    error,
+                ]
+            ).rstrip()
+        )
+    return EXIT_OK
+
+
+async def cmd_outbox_retry(ctx: Context, args: argparse.Namespace) -> int:
+    """Send a dead letter again."""
+    async with opened(ctx) as db, db.transaction() as session:
+        row = await outbox.retry_dead(session, args.id, actor="cli", now=now())
+    ctx.print(ctx.t("cli.outbox_retried", id=row.id, target=row.target_key))
+    return EXIT_OK
+
+
 # --- wiring ---------------------------------------------------------------------------------
 
 
@@ -507,6 +552,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add("verify", cmd_audit_verify, "check the audit hash chain", audit_sub)
 
+    outbox_p = sub.add_parser("outbox", help="messages waiting to be sent", parents=[common])
+    outbox_sub = outbox_p.add_subparsers(
+        dest="outbox_command", required=True, metavar="COMMAND", parser_class=_Parser
+    )
+    p = add("list", cmd_outbox_list, "list outbox messages, newest first", outbox_sub)
+    p.add_argument("--dead", action="store_true", help="only dead letters")
+    p.add_argument("--limit", type=int, default=50)
+    p = add("retry", cmd_outbox_retry, "send a dead letter again", outbox_sub)
+    p.add_argument("id", type=_notice_id, metavar="ID")
+
     p = add("backup", cmd_backup, "back up the database (SQLite online backup)")
     p.add_argument("file", metavar="FILE")
     return parser
@@ -556,6 +611,9 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         return EXIT_USAGE
     except DomainError as exc:
         print(f"workbot: {ctx.domain_message(exc)}", file=sys.stderr)
+        return EXIT_USAGE
+    except PlatformUnavailable as exc:
+        print(f"workbot: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except SchemaError as exc:
         print(f"workbot: {exc}", file=sys.stderr)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -19,6 +19,9 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.pool import ConnectionPoolEntry
 
 _IMMEDIATE = "workbot_immediate"
+_WAKE = "workbot_wake"
+
+WakeListener = Callable[[set[str]], None]
 
 
 def _sqlite_connect(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
@@ -73,6 +76,7 @@ class Database:
         self._writers = async_sessionmaker(writer, expire_on_commit=False)
         # SQLite has one writer at a time; queue writers in-process rather than on the file lock.
         self._write_lock: asyncio.Lock | None = asyncio.Lock() if self.is_sqlite else None
+        self.wake_listeners: list[WakeListener] = []
 
     def _check_sqlite_path(self) -> None:
         # A failed aiosqlite connect leaves its worker thread to report to a loop that may
@@ -96,13 +100,25 @@ class Database:
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:
-        """A unit of work: commits on success, rolls back on any exception."""
+        """A unit of work: commits on success, rolls back on any exception.
+
+        After a commit, the wake-up topics the transaction raised (see `wake`) are passed
+        to every listener, so this process's delivery and scheduler loops look again now.
+        """
         if self._write_lock is None:
             async with self._writers.begin() as session:
                 yield session
-            return
-        async with self._write_lock, self._writers.begin() as session:
-            yield session
+        else:
+            async with self._write_lock, self._writers.begin() as session:
+                yield session
+        topics: set[str] = session.info.pop(_WAKE, set())
+        for listener in list(self.wake_listeners) if topics else ():
+            listener(topics)
+
+    @staticmethod
+    def wake(session: AsyncSession, topic: str) -> None:
+        """Ask for the loops interested in topic to be woken once this transaction commits."""
+        session.info.setdefault(_WAKE, set()).add(topic)
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncSession]:

@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
 from storage import audit
+from storage.db import Database
 from storage.errors import InvalidValue
 from storage.models import OutboxMessage
 from storage.types import OutboxState, UTCDateTime
@@ -40,7 +41,9 @@ class Target:
 
 
 async def notify_wake(session: AsyncSession, what: str) -> None:
-    """On PostgreSQL, wake every worker's delivery or scheduler loop when this commits."""
+    """Wake the delivery or scheduler loops when this commits: in-process, and on
+    PostgreSQL in every worker (NOTIFY is delivered at commit, and not at all on rollback)."""
+    Database.wake(session, what)
     if session.get_bind().dialect.name == "postgresql":
         await session.execute(text("SELECT pg_notify(:c, :w)"), {"c": WAKE_CHANNEL, "w": what})
 

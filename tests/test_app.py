@@ -160,7 +160,7 @@ async def test_serve_on_a_busy_port_says_so(tmp_path: Path) -> None:
 
 
 async def test_healthz_degrades_when_the_database_is_unreachable(tmp_path: Path) -> None:
-    app = create_app(config_for(tmp_path), {})
+    app = create_app(config_for(tmp_path), {}, workers=False)
     async with TestClient(TestServer(app)) as c:
         await c.app[DATABASE].dispose()
         (tmp_path / "app.db").unlink()

@@ -95,4 +95,9 @@ MESSAGES: dict[str, str] = {
     "digest.item_no_deadline": "#{id} 《{title}》 · acknowledged {acknowledged}/{assigned}",
     "digest.footer": "Send /pending to see your own items.",
     "time.no_deadline": "no deadline",
+    "cli.outbox_counts": "pending {pending}, sent {sent}, dead {dead}",
+    "cli.outbox_retried": "Queued again: #{id} ({target}).",
+    "outbox_state.pending": "pending",
+    "outbox_state.sent": "sent",
+    "outbox_state.dead": "dead",
 }

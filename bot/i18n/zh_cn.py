@@ -99,4 +99,9 @@ MESSAGES: dict[str, str] = {
     "digest.item_no_deadline": "#{id}《{title}》 · 已确认 {acknowledged}/{assigned}",
     "digest.footer": "回复“待办”查看自己的事项。",
     "time.no_deadline": "无截止时间",
+    "cli.outbox_counts": "待发送 {pending}，已发送 {sent}，死信 {dead}",
+    "cli.outbox_retried": "已重新排队：#{id}（{target}）。",
+    "outbox_state.pending": "待发送",
+    "outbox_state.sent": "已发送",
+    "outbox_state.dead": "死信",
 }
