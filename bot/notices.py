@@ -79,6 +79,7 @@ async def plan_jobs(
     """Schedule the notice's reminders and its escalation, each at a working time."""
     if notice.deadline is None:
         return
+    planned: set[dt.datetime] = set()
     for offset in ctx.config.schedule.remind_before:
         due = notice.deadline - offset
         if not ctx.calendar.is_working_time(due):
@@ -87,8 +88,9 @@ async def plan_jobs(
             if earlier is None:
                 continue
             due = earlier
-        if due <= now:
-            continue
+        if due <= now or due in planned:
+            continue  # past, or two offsets moved onto the same minute: remind once
+        planned.add(due)
         seconds = int(offset.total_seconds())
         await jobs.schedule(
             session,
