@@ -38,6 +38,7 @@ from bot.configtypes import MAX_DURATION as MAX_DURATION
 from bot.configtypes import format_duration as format_duration
 from bot.configtypes import parse_duration as parse_duration
 from bot.platforms.local import LocalConfig
+from bot.platforms.webhook import WebhookConfig
 
 CONFIG_ENV_VAR = "WORKBOT_CONFIG"
 DEFAULT_CONFIG_NAME = "config.toml"
@@ -45,7 +46,9 @@ DEFAULTS_SOURCE = "<defaults>"
 ENVIRONMENT_SOURCE = "<environment>"
 
 Language = Literal["zh-CN", "en"]
-GroupPlatform = Literal["local", "wecom", "dingtalk", "feishu", "matrix", "onebot", "telegram"]
+GroupPlatform = Literal[
+    "local", "wecom", "dingtalk", "feishu", "matrix", "onebot", "telegram", "webhook"
+]
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 DatabaseDriver = Literal["sqlite+aiosqlite", "postgresql+asyncpg"]
 
@@ -332,6 +335,7 @@ class PlatformsConfig(ConfigSection):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     local: LocalConfig = Field(default_factory=LocalConfig)
+    webhook: WebhookConfig | None = None
 
 
 class LoggingConfig(ConfigSection):

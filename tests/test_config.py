@@ -27,6 +27,7 @@ from bot.config import (
     resolve_config_path,
     validate_config,
 )
+from bot.platforms.webhook import WebhookConfig
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "config.example.toml"
 DURATION: TypeAdapter[timedelta] = TypeAdapter(Duration)
@@ -188,8 +189,12 @@ def test_example_file_shows_every_key() -> None:
 
     absent = missing(Config, raw, "")
 
-    assert absent == ["database.url_env"]
+    assert absent == ["database.url_env", "platforms.webhook"]
     assert '# url_env = "' in text
+    # Optional platform tables are shown commented out, with every key of their model.
+    assert "# [platforms.webhook]" in text
+    for key in WebhookConfig.model_fields:
+        assert f"# {key} = " in text, key
 
 
 # Broken files: each problem is `file: key.path: reason`
@@ -269,7 +274,7 @@ BROKEN = {
     "unknown platform": (
         "[platforms.foo]\nenabled = true\n",
         NO_ENV,
-        ["platforms.foo: unknown platform (known: local)"],
+        ["platforms.foo: unknown platform (known: local, webhook)"],
     ),
     "unknown section": ("[servre]\nport = 1\n", NO_ENV, ["servre: unknown section"]),
     "unsupported database scheme": (
@@ -372,7 +377,7 @@ def test_every_problem_is_listed_at_once(tmp_path: Path) -> None:
             "server.prot: unknown key",
             f"database.url: unsupported database url scheme 'mysql'; {SCHEME_HINT}",
             f"schedule.remind_before.1: invalid duration '2x' {DURATION_HINT}",
-            "platforms.foo: unknown platform (known: local)",
+            "platforms.foo: unknown platform (known: local, webhook)",
             f"egov.secret_env: environment variable WORKBOT_EGOV_SECRET is not set {SECRET_NEEDED}",
         ]
     )

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from bot.config import Config
 from bot.platforms.base import Platform
 from bot.platforms.local import LocalPlatform
+from bot.platforms.webhook import WebhookPlatform
 
 
 class PlatformUnavailable(Exception):
@@ -18,6 +19,9 @@ def build_platforms(config: Config, environ: Mapping[str, str]) -> dict[str, Pla
     platforms: dict[str, Platform] = {}
     if config.group.platform == "local" or config.platforms.local.enabled:
         platforms["local"] = LocalPlatform()
+    if config.platforms.webhook is not None:
+        webhook = config.platforms.webhook
+        platforms["webhook"] = WebhookPlatform(webhook, webhook.token(environ))
     if config.group.platform not in platforms:
         raise PlatformUnavailable(
             f"group.platform = {config.group.platform!r}: this version of workbot has no "
