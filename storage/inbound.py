@@ -7,10 +7,10 @@ from collections.abc import Mapping
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.models import InboundEvent
+from storage.outbox import insert_ignoring_conflicts
 from storage.types import InboundStatus
 
 
@@ -23,10 +23,8 @@ async def record(
     now: dt.datetime,
 ) -> int | None:
     """Store an event; its row id, or None if (source, event_id) was already stored."""
-    dialect = session.get_bind().dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     new_id: int | None = await session.scalar(
-        insert(InboundEvent)
+        insert_ignoring_conflicts(session, InboundEvent)
         .values(
             source=source,
             event_id=event_id,

@@ -10,7 +10,7 @@ from sqlalchemy import case, func, or_, select, type_coerce, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.models import Job
-from storage.outbox import notify_wake
+from storage.outbox import insert_ignoring_conflicts, notify_wake
 from storage.types import JobState, UTCDateTime
 
 
@@ -24,23 +24,33 @@ async def schedule(
     now: dt.datetime,
     notice_id: int | None = None,
 ) -> Job:
-    """Schedule a job once per key (a second call with the same key returns the first)."""
-    existing = (await session.execute(select(Job).where(Job.key == key))).scalar_one_or_none()
-    if existing is not None:
-        return existing
-    job = Job(
-        kind=kind,
-        key=key,
-        due_at=due_at,
-        payload=dict(payload),
-        notice_id=notice_id,
-        state=JobState.SCHEDULED,
-        attempts=0,
-        created_at=now,
+    """Schedule a job once per key (a second call with the same key returns the first).
+
+    Safe against concurrent callers in other transactions: the insert does nothing on a
+    key conflict, and the row that won is returned.
+    """
+    new_id = await session.scalar(
+        insert_ignoring_conflicts(session, Job)
+        .values(
+            kind=kind,
+            key=key,
+            due_at=due_at,
+            payload=dict(payload),
+            notice_id=notice_id,
+            state=JobState.SCHEDULED,
+            attempts=0,
+            created_at=now,
+        )
+        .on_conflict_do_nothing(index_elements=["key"])
+        .returning(Job.id)
     )
-    session.add(job)
-    await session.flush()
-    await notify_wake(session, "jobs")
+    if new_id is not None:
+        await notify_wake(session, "jobs")
+    job = (
+        await session.execute(
+            select(Job).where(Job.key == key).execution_options(populate_existing=True)
+        )
+    ).scalar_one()
     return job
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import and_, case, exists, func, or_, select, text, type_coerce, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
@@ -40,6 +41,15 @@ class Target:
         return f"{self.platform}:{self.kind}:{self.address}"
 
 
+def insert_ignoring_conflicts(
+    session: AsyncSession, table: type[Any]
+) -> postgresql.Insert | sqlite.Insert:
+    """An INSERT that can do nothing on a unique conflict, in the session's dialect."""
+    if session.get_bind().dialect.name == "postgresql":
+        return postgresql.insert(table)
+    return sqlite.insert(table)
+
+
 async def notify_wake(session: AsyncSession, what: str) -> None:
     """Wake the delivery or scheduler loops when this commits: in-process, and on
     PostgreSQL in every worker (NOTIFY is delivered at commit, and not at all on rollback)."""
@@ -64,33 +74,36 @@ async def enqueue(
     """Write a message to send, in the caller's transaction; a repeated key returns the first."""
     if not idempotency_key or len(idempotency_key) > 200:
         raise InvalidValue("idempotency_key", "must be 1 to 200 characters")
-    existing = (
-        await session.execute(
-            select(OutboxMessage).where(OutboxMessage.idempotency_key == idempotency_key)
+    new_id = await session.scalar(
+        insert_ignoring_conflicts(session, OutboxMessage)
+        .values(
+            idempotency_key=idempotency_key,
+            platform=target.platform,
+            target_kind=target.kind,
+            target=target.address,
+            target_key=target.key,
+            payload=dict(payload),
+            purpose=purpose,
+            notice_id=notice_id,
+            person_id=person_id,
+            edit_of_id=edit_of_id,
+            state=OutboxState.PENDING,
+            attempts=0,
+            next_attempt_at=max(now, not_before) if not_before else now,
+            created_at=now,
         )
-    ).scalar_one_or_none()
-    if existing is not None:
-        return existing
-    row = OutboxMessage(
-        idempotency_key=idempotency_key,
-        platform=target.platform,
-        target_kind=target.kind,
-        target=target.address,
-        target_key=target.key,
-        payload=dict(payload),
-        purpose=purpose,
-        notice_id=notice_id,
-        person_id=person_id,
-        edit_of_id=edit_of_id,
-        state=OutboxState.PENDING,
-        attempts=0,
-        next_attempt_at=max(now, not_before) if not_before else now,
-        created_at=now,
+        .on_conflict_do_nothing(index_elements=["idempotency_key"])
+        .returning(OutboxMessage.id)
     )
-    session.add(row)
-    await session.flush()
-    await notify_wake(session, "outbox")
-    return row
+    if new_id is not None:
+        await notify_wake(session, "outbox")
+    return (
+        await session.execute(
+            select(OutboxMessage)
+            .where(OutboxMessage.idempotency_key == idempotency_key)
+            .execution_options(populate_existing=True)
+        )
+    ).scalar_one()
 
 
 def _claimable(now: dt.datetime) -> Any:
@@ -174,8 +187,7 @@ async def mark_sent(
     row.sent_at = now
     row.attempts += 1
     row.last_error = None
-    row.claimed_by = None
-    row.claimed_until = None
+    row.claimed_until = None  # claimed_by stays: it records which worker sent the row
     return True
 
 

@@ -4,20 +4,18 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.models import RateWindow
+from storage.outbox import insert_ignoring_conflicts
 
 
 async def _locked_window(session: AsyncSession, key: str, now: dt.datetime) -> RateWindow:
     row = await session.get(RateWindow, key, with_for_update=True, populate_existing=True)
     if row is not None:
         return row
-    dialect = session.get_bind().dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     await session.execute(
-        insert(RateWindow)
+        insert_ignoring_conflicts(session, RateWindow)
         .values(key=key, sends=[], updated_at=now)
         .on_conflict_do_nothing(index_elements=["key"])
     )
