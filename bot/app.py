@@ -27,7 +27,7 @@ from bot.scheduler.runner import Scheduler
 from storage import jobs, outbox
 from storage.db import Database
 from storage.migrate import require_current, upgrade
-from storage.models import Notice, OutboxMessage
+from storage.models import Job, Notice, OutboxMessage
 from storage.types import OutboxState
 
 log = logging.getLogger("workbot.app")
@@ -104,6 +104,7 @@ async def metrics_endpoint(request: web.Request) -> web.Response:
         async with request.app[DATABASE].read() as session:
             for name, column in (
                 ("outbox_messages", OutboxMessage.state),
+                ("jobs", Job.state),
                 ("notices", Notice.state),
             ):
                 rows = (await session.execute(select(column, func.count()).group_by(column))).all()
