@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
 import os
 import signal
@@ -23,7 +24,9 @@ from bot import __version__
 from bot.app import create_app
 from bot.appkeys import DATABASE
 from bot.config import Config, validate_config
+from storage import outbox
 from storage.migrate import SchemaError
+from storage.outbox import Target
 
 
 def config_for(tmp_path: Path, **database: object) -> Config:
@@ -169,3 +172,30 @@ async def test_healthz_degrades_when_the_database_is_unreachable(tmp_path: Path)
         assert resp.status == 503
         body = await resp.json()
         assert body["status"] == "degraded" and body["db"] == "error"
+
+
+async def test_healthz_counts_dead_letters(tmp_path: Path) -> None:
+    app = create_app(config_for(tmp_path), {}, workers=False)
+    async with TestClient(TestServer(app)) as c:
+        db = c.app[DATABASE]
+        now = dt.datetime.now(dt.UTC)
+        async with db.transaction() as s:
+            for i in range(3):
+                await outbox.enqueue(
+                    s, target=Target("local", "chat", "main"), payload={"text": str(i)},
+                    idempotency_key=f"k{i}", now=now,
+                )  # fmt: skip
+        async with db.transaction() as s:
+            [row] = await outbox.claim_due(
+                s, worker="w", now=now, lease=dt.timedelta(seconds=30), limit=1
+            )
+            await outbox.mark_failed(
+                s, row.id, worker="w", error="HTTP 400", now=now, retry_at=None
+            )
+        resp = await c.get("/healthz")
+        assert resp.status == 200
+        body = await resp.json()
+        assert body["status"] == "degraded"
+        assert body["outbox"] == {"pending": 2, "dead": 1}
+        metrics = await (await c.get("/metrics")).text()
+        assert 'workbot_outbox_messages{state="dead"} 1' in metrics

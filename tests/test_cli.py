@@ -262,3 +262,27 @@ def test_the_example_directory_imports_cleanly(run: Run) -> None:
     code, out, err = run("people", "import", str(example))
     assert (code, err) == (0, "")
     assert "8 created" in out
+
+
+def test_outbox_list_and_retry_a_dead_letter(run: Run, workdir: Path) -> None:
+    assert run("migrate")[0] == 0
+    assert run("people", "import", str(workdir / "people.csv"))[0] == 0
+    assert run("notice", "create", "--title", "T")[0] == 0
+    code, out, _ = run("outbox", "list")
+    assert code == 0
+    assert out.splitlines()[0] == "pending 1, sent 0, dead 0"
+    assert "\tnotice\tlocal:chat:main\t0\t" in out
+    with sqlite3.connect(workdir / "wb.db") as conn:
+        conn.execute("UPDATE outbox_message SET state = 'dead', last_error = 'HTTP 400: bad chat'")
+    code, out, _ = run("outbox", "list", "--dead")
+    assert out.splitlines()[0] == "pending 0, sent 0, dead 1"
+    assert out.splitlines()[1].startswith("1\tdead\tnotice")
+    assert out.splitlines()[1].endswith("HTTP 400: bad chat")
+    code, out, _ = run("outbox", "retry", "1")
+    assert code == 0 and "#1" in out
+    code, out, _ = run("outbox", "list", "--dead")
+    assert out.splitlines() == ["pending 1, sent 0, dead 0"]
+    code, _, err = run("outbox", "retry", "1")
+    assert code == 2 and "is pending, not dead" in err
+    code, _, err = run("outbox", "retry", "99")
+    assert code == 2 and "no outbox message 99" in err
