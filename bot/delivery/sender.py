@@ -15,6 +15,7 @@ from bot.platforms.base import (
     OutboundMessage,
     PermanentError,
     Platform,
+    RateLimit,
     RetryLater,
     TargetKind,
 )
@@ -35,12 +36,28 @@ class RetryPolicy:
     max_attempts: int = 8
     base: float = 2.0
     cap: float = 900.0
+    # Safety added to a rate-limit window (clock and network jitter between our slot and the
+    # platform's counter): rate_margin seconds, but never more than rate_margin_share of the
+    # window, or a 1 s window would lose half its allowance to a 1 s margin.
     rate_margin: float = 1.0
+    rate_margin_share: float = 0.02
+
+    def margin_for(self, per_seconds: float) -> float:
+        """The safety margin, in seconds, for a window of per_seconds."""
+        return max(0.0, min(self.rate_margin, self.rate_margin_share * per_seconds))
 
     def backoff(self, attempts: int, rng: random.Random) -> float:
         """Seconds to wait after the given number of failed attempts (at least 1 s)."""
         ceiling = min(self.cap, self.base * (2 ** max(attempts - 1, 0)))
         return max(1.0, rng.uniform(ceiling / 2, ceiling))
+
+
+class _Refused(Exception):
+    """A rate limit refused a slot: roll back the slots other limits took."""
+
+    def __init__(self, wait: float) -> None:
+        super().__init__(wait)
+        self.wait = wait
 
 
 @dataclass(frozen=True)
@@ -118,7 +135,17 @@ class Sender:
             claimed = [(r.id, r) for r in rows]
         if not claimed:
             return []
-        return list(await asyncio.gather(*(self._deliver(row) for _, row in claimed)))
+        # return_exceptions: a cancelled pass waits for every delivery to stop, so none is
+        # left running on the database and the platform after run() has returned.
+        results = await asyncio.gather(
+            *(self._deliver(row) for _, row in claimed), return_exceptions=True
+        )
+        outcomes: list[Outcome] = []
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+            outcomes.append(result)
+        return outcomes
 
     async def _deliver(self, row: OutboxMessage) -> Outcome:
         async with self._limit:
@@ -152,24 +179,8 @@ class Sender:
             message=OutboundMessage.from_payload(row.payload),
             edit_of=edit_of,
         )
-        wait = 0.0
         limits = platform.rate_limits(delivery)
-        if limits:
-            async with self.db.transaction() as session:
-                for limit in limits:
-                    wait = max(
-                        wait,
-                        await ratelimit.acquire(
-                            session,
-                            key=limit.key,
-                            count=limit.count,
-                            per_seconds=limit.per_seconds,
-                            now=self.clock(),
-                            margin=self.policy.rate_margin,
-                        ),
-                    )
-                    if wait > 0:
-                        break
+        wait, taken_at = await self._take_slots(limits)
         if wait > 0:
             return await self._defer(row, wait, "rate limit")
         try:
@@ -178,21 +189,64 @@ class Sender:
             else:
                 result = await platform.send(delivery)
         except RetryLater as exc:
+            await self._settle_slots(limits, taken_at)
             return await self._failed(row, str(exc), exc.retry_after, permanent=False)
         except PermanentError as exc:
+            await self._settle_slots(limits, taken_at)
             return await self._failed(row, str(exc), None, permanent=True)
+        answered = self.clock()
         async with self.db.transaction() as session:
             ok = await outbox.mark_sent(
                 session,
                 row.id,
                 worker=self.worker,
                 platform_message_id=result.message_id,
-                now=self.clock(),
+                now=answered,
             )
+            if limits and taken_at is not None:
+                keys = [lim.key for lim in limits]
+                await ratelimit.settle(session, keys=keys, taken_at=taken_at, at=answered)
         if not ok:
             log.warning("outbox %s: sent, but the lease had passed to another worker", row.id)
             return Outcome(row.id, "lost", "lease expired before the result was recorded")
         return Outcome(row.id, "sent", result.message_id)
+
+    async def _take_slots(self, limits: list[RateLimit]) -> tuple[float, dt.datetime | None]:
+        """Take a slot under every limit or under none: (0, when taken), or (seconds to wait,
+        None) when one refuses."""
+        if not limits:
+            return 0.0, None
+        try:
+            async with self.db.transaction() as session:
+                await ratelimit.lock_windows(session, [lim.key for lim in limits], now=self.clock())
+                # Read the clock once the windows are ours: a slot recorded before a wait for
+                # a lock (or a connection) would look older than its send, and let the next
+                # window open early.
+                now = self.clock()
+                for limit in limits:
+                    wait = await ratelimit.acquire(
+                        session,
+                        key=limit.key,
+                        count=limit.count,
+                        per_seconds=limit.per_seconds,
+                        now=now,
+                        margin=self.policy.margin_for(limit.per_seconds),
+                    )
+                    if wait > 0:
+                        # Roll back the slots the limits before this one have just taken.
+                        raise _Refused(wait)
+        except _Refused as refused:
+            return refused.wait, None
+        return 0.0, now
+
+    async def _settle_slots(self, limits: list[RateLimit], taken_at: dt.datetime | None) -> None:
+        """Count a failed send's slots from when the platform answered (see ratelimit.settle)."""
+        answered = self.clock()
+        if not limits or taken_at is None or answered <= taken_at:
+            return
+        async with self.db.transaction() as session:
+            keys = [lim.key for lim in limits]
+            await ratelimit.settle(session, keys=keys, taken_at=taken_at, at=answered)
 
     async def _defer(self, row: OutboxMessage, seconds: float, why: str) -> Outcome:
         until = self.clock() + dt.timedelta(seconds=seconds)
@@ -215,6 +269,9 @@ class Sender:
             state = await outbox.mark_failed(
                 session, row.id, worker=self.worker, error=error, now=now, retry_at=retry_at
             )
+        if state is None:
+            log.warning("outbox %s: failed, but the lease had passed to another worker", row.id)
+            return Outcome(row.id, "lost", error)
         if state is OutboxState.DEAD:
             log.warning("outbox %s: dead letter after %d attempts: %s", row.id, attempts, error)
             return Outcome(row.id, "dead", error)

@@ -11,8 +11,9 @@ Wire protocol (also in docs/platforms/webhook.md):
   target_kind is ``chat``, ``person`` or ``url``, card is null or
   ``{"title", "body", "status", "buttons": [{"label", "value", "url"}]}``, mentions is a
   list of strings and reply_to is null or a message id.
-- Success is 200 or 201 with ``{"message_id": "<id>"}``; any 2xx without a message id is a
-  protocol violation and a permanent error. Redirects are not followed (permanent error).
+- Success is 200 or 201 (any 2xx) with ``{"message_id": "<id>"}`` (1 to 200 characters);
+  a 2xx without one is a protocol violation and a permanent error. Redirects are not
+  followed (permanent error).
 - 429: retry later, after the longest of ``Retry-After`` (seconds or an HTTP date) and a
   JSON ``retry_after`` (seconds) or ``retry_after_ms``; it is marked as rate-limited.
 - 408, 5xx, timeouts and connection errors: retry later (honouring ``Retry-After`` when
@@ -44,6 +45,7 @@ from bot.platforms.base import (
 )
 
 MAX_URL_LENGTH = 200
+MAX_MESSAGE_ID = 200
 _MAX_BODY = 64 * 1024
 _MAX_ERROR_TEXT = 300
 
@@ -249,9 +251,10 @@ class WebhookPlatform:
             message_id = body.get("message_id") if isinstance(body, dict) else None
             if isinstance(message_id, int) and not isinstance(message_id, bool):
                 message_id = str(message_id)
-            if not isinstance(message_id, str) or not message_id:
+            if not isinstance(message_id, str) or not 0 < len(message_id) <= MAX_MESSAGE_ID:
                 raise PermanentError(
-                    f"{what}: HTTP {status} without a message_id (protocol violation)"
+                    f"{what}: HTTP {status} without a message_id of 1 to {MAX_MESSAGE_ID} "
+                    "characters (protocol violation)"
                 )
             return SendResult(message_id)
         error = f"{what}: HTTP {status}: {_error_text(body, raw)}"
