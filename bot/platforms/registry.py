@@ -21,6 +21,10 @@ def build_platforms(config: Config, environ: Mapping[str, str]) -> dict[str, Pla
         platforms["local"] = LocalPlatform()
     if config.platforms.webhook is not None:
         webhook = config.platforms.webhook
+        if webhook.environment_problems(environ):
+            raise PlatformUnavailable(
+                f"platforms.webhook: environment variable {webhook.token_env} is not set"
+            )
         platforms["webhook"] = WebhookPlatform(webhook, webhook.token(environ))
     if config.group.platform not in platforms:
         raise PlatformUnavailable(
