@@ -317,23 +317,8 @@ async def list_notices(
     ids = list((await session.scalars(page)).all())
     if not ids:
         return []
-    done_states = [s.value for s in FINISHED_STATES]
-    tallies = {
-        nid: (assigned, acked, done, outstanding)
-        for nid, assigned, acked, done, outstanding in (
-            await session.execute(
-                select(
-                    Assignment.notice_id,
-                    func.count(),
-                    func.count(Assignment.acknowledged_at),
-                    func.sum(case((Assignment.state.in_(done_states), 1), else_=0)),
-                    func.sum(case((Assignment.outstanding.is_(True), 1), else_=0)),
-                )
-                .where(Assignment.notice_id.in_(ids))
-                .group_by(Assignment.notice_id)
-            )
-        ).all()
-    }
+    counts = await tallies(session, ids)
+    empty = Tally(0, 0, 0, 0)
     notices = (
         await session.scalars(select(Notice).where(Notice.id.in_(ids)).order_by(Notice.id.desc()))
     ).all()
@@ -346,10 +331,10 @@ async def list_notices(
             requires=n.requires,
             deadline=n.deadline,
             created_at=n.created_at,
-            assigned=int(tallies.get(n.id, (0, 0, 0, 0))[0]),
-            acknowledged=int(tallies.get(n.id, (0, 0, 0, 0))[1]),
-            done=int(tallies.get(n.id, (0, 0, 0, 0))[2] or 0),
-            outstanding=int(tallies.get(n.id, (0, 0, 0, 0))[3] or 0),
+            assigned=counts.get(n.id, empty).assigned,
+            acknowledged=counts.get(n.id, empty).acknowledged,
+            done=counts.get(n.id, empty).done,
+            outstanding=counts.get(n.id, empty).outstanding,
         )
         for n in notices
     ]
