@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import logging
 import random
@@ -19,6 +18,7 @@ from bot.platforms.base import (
     RetryLater,
     TargetKind,
 )
+from bot.wakeable import WakeableLoop
 from storage import outbox, ratelimit
 from storage.db import Database
 from storage.models import OutboxMessage
@@ -69,7 +69,7 @@ class Outcome:
     detail: str = ""
 
 
-class Sender:
+class Sender(WakeableLoop):
     """Delivers the outbox; many Senders (processes) can share one PostgreSQL database."""
 
     def __init__(
@@ -86,45 +86,25 @@ class Sender:
         rng: random.Random | None = None,
         max_idle: float = 300.0,
     ) -> None:
+        super().__init__(name="delivery", clock=clock, max_idle=max_idle, log=log)
         self.db = db
         self.platforms = dict(platforms)
         self.worker = worker
-        self.clock = clock
         self.policy = policy or RetryPolicy()
         self.lease = lease
         self.batch = batch
         self.rng = rng or random.Random()  # noqa: S311 - jitter, not secrecy
-        self.max_idle = max_idle
         self._limit = asyncio.Semaphore(concurrency)
-        self._wake = asyncio.Event()
 
-    def wake(self) -> None:
-        """Something was enqueued: look again now instead of sleeping."""
-        self._wake.set()
-
-    async def run(self) -> None:
-        """Deliver until cancelled; sleep until the next due row or a wake-up, never poll."""
-        while True:
-            self._wake.clear()
-            try:
-                await self.run_once()
-                delay = await self.idle_delay()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("delivery pass failed; retrying in 5 s")
-                delay = 5.0
-            if delay > 0:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout=delay)
+    async def one_pass(self) -> float:
+        """Deliver one batch; sleep until the next row is due."""
+        await self.run_once()
+        return await self.idle_delay()
 
     async def idle_delay(self) -> float:
         """Seconds until the next row is due (max_idle when nothing is pending)."""
         async with self.db.read() as session:
-            due = await outbox.next_due_at(session)
-        if due is None:
-            return self.max_idle
-        return min(self.max_idle, max(0.0, (due - self.clock()).total_seconds()))
+            return self.delay_until(await outbox.next_due_at(session))
 
     async def run_once(self) -> list[Outcome]:
         """Claim and deliver one batch; returns what happened to each row."""

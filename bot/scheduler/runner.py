@@ -7,8 +7,6 @@ The runner sleeps until the next due job, or until it is woken; it never polls.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import datetime as dt
 import logging
 from collections.abc import Awaitable, Callable, Mapping
@@ -16,6 +14,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from bot.wakeable import WakeableLoop
 from storage import jobs
 from storage.db import Database
 from storage.models import Job
@@ -45,7 +44,7 @@ class JobRun:
     result: str  # done | rescheduled | failed | lost | unknown
 
 
-class Scheduler:
+class Scheduler(WakeableLoop):
     """Runs durable jobs on time; many processes can share one PostgreSQL database."""
 
     def __init__(
@@ -60,43 +59,23 @@ class Scheduler:
         retry_after: dt.timedelta = dt.timedelta(minutes=5),
         max_idle: float = 3600.0,
     ) -> None:
+        super().__init__(name="scheduler", clock=clock, max_idle=max_idle, log=log)
         self.db = db
         self.handlers = dict(handlers)
         self.worker = worker
-        self.clock = clock
         self.lease = lease
         self.batch = batch
         self.retry_after = retry_after
-        self.max_idle = max_idle
-        self._wake = asyncio.Event()
 
-    def wake(self) -> None:
-        """A job was added: recompute when to wake up."""
-        self._wake.set()
-
-    async def run(self) -> None:
-        """Run jobs until cancelled."""
-        while True:
-            self._wake.clear()
-            try:
-                ran = await self.run_once()
-                delay = 0.0 if len(ran) >= self.batch else await self.idle_delay()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("scheduler pass failed; retrying in 5 s")
-                delay = 5.0
-            if delay > 0:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout=delay)
+    async def one_pass(self) -> float:
+        """Run one batch of due jobs; go on at once if the batch was full."""
+        ran = await self.run_once()
+        return 0.0 if len(ran) >= self.batch else await self.idle_delay()
 
     async def idle_delay(self) -> float:
         """Seconds until the next job is due (max_idle when none is scheduled)."""
         async with self.db.read() as session:
-            due = await jobs.next_due_at(session)
-        if due is None:
-            return self.max_idle
-        return min(self.max_idle, max(0.0, (due - self.clock()).total_seconds()))
+            return self.delay_until(await jobs.next_due_at(session))
 
     async def run_once(self) -> list[JobRun]:
         """Claim and run one batch of due jobs."""
