@@ -6,7 +6,7 @@ import datetime as dt
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import case, func, or_, select, type_coerce, update
+from sqlalchemy import func, or_, select, type_coerce, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.models import Job
@@ -116,15 +116,30 @@ async def fail(
     return True
 
 
-async def next_due_at(session: AsyncSession) -> dt.datetime | None:
-    """When the next scheduled job becomes claimable (None when none is scheduled)."""
-    ready_at = case((Job.lease_until > Job.due_at, Job.lease_until), else_=Job.due_at)
-    value: dt.datetime | None = await session.scalar(
-        select(type_coerce(func.min(ready_at), UTCDateTime())).where(
-            Job.state == JobState.SCHEDULED
+async def next_due_at(session: AsyncSession, *, now: dt.datetime) -> dt.datetime | None:
+    """When a scheduled job next becomes claimable (None when none is scheduled).
+
+    Two index range scans on (state, due_at), never a scan of the whole table: the jobs
+    already due (claimable now, or leased until some moment) and the first job due later.
+    """
+    scheduled = Job.state == JobState.SCHEDULED
+    claimable = await session.scalar(
+        select(Job.id)
+        .where(scheduled, Job.due_at <= now, or_(Job.lease_until.is_(None), Job.lease_until <= now))
+        .limit(1)
+    )
+    if claimable is not None:
+        return now
+    lease_ends: dt.datetime | None = await session.scalar(
+        select(type_coerce(func.min(Job.lease_until), UTCDateTime())).where(
+            scheduled, Job.due_at <= now
         )
     )
-    return value
+    upcoming: dt.datetime | None = await session.scalar(
+        select(type_coerce(func.min(Job.due_at), UTCDateTime())).where(scheduled, Job.due_at > now)
+    )
+    moments = [m for m in (lease_ends, upcoming) if m is not None]
+    return min(moments) if moments else None
 
 
 async def release_claims(session: AsyncSession, *, worker: str) -> int:

@@ -40,7 +40,7 @@ class RetryPolicy:
     # platform's counter): rate_margin seconds, but never more than rate_margin_share of the
     # window, or a 1 s window would lose half its allowance to a 1 s margin.
     rate_margin: float = 1.0
-    rate_margin_share: float = 0.02
+    rate_margin_share: float = 0.005
 
     def margin_for(self, per_seconds: float) -> float:
         """The safety margin, in seconds, for a window of per_seconds."""

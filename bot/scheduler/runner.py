@@ -75,7 +75,7 @@ class Scheduler(WakeableLoop):
     async def idle_delay(self) -> float:
         """Seconds until the next job is due (max_idle when none is scheduled)."""
         async with self.db.read() as session:
-            return self.delay_until(await jobs.next_due_at(session))
+            return self.delay_until(await jobs.next_due_at(session, now=self.clock()))
 
     async def run_once(self) -> list[JobRun]:
         """Claim and run one batch of due jobs."""

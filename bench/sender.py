@@ -1,0 +1,493 @@
+#!/usr/bin/env python3
+"""Sender benchmark (design.md §9, "Rate limits"): use ≥ 95 % of the allowance, 0 429s.
+
+A real ``Sender.run()`` (the app's defaults: batch 50, concurrency 8, the default
+``RetryPolicy``, woken in-process by the enqueue's commit) delivers a backlog of outbox rows
+through the real ``WebhookPlatform`` over loopback HTTP to ``tests/fakes/webhook_server.py``'s
+``FakeWebhook``, which enforces a sliding-window limit and answers 429 beyond it. The
+platform publishes the same limit the fake enforces, so the sender should fill it exactly.
+
+Two variants: 20 per minute for 3 minutes (80 messages queued, so the backlog never runs
+out), and 20 per second for 20 s (500 messages). Figures, per variant, over the window
+that starts at the first accepted send:
+
+- **allowance used**: accepted sends in [first, first + window) over count × window / per
+  (target ≥ 95 %);
+- **429 rejections** during the whole run (target 0);
+- **slot reuse**: per over the mean time between send i and send i + count (in the window) —
+  the steady-state share of the allowance, whatever the window's alignment with the bursts
+  (a short window can count one burst more than the steady state gives); also ≥ 95 %.
+
+Run ``python bench/sender.py --help``; see bench/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import datetime as dt
+import importlib.metadata
+import json
+import logging
+import os
+import platform
+import re
+import shutil
+import sqlite3
+import statistics
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from sqlalchemy import func, select, text  # noqa: E402
+from sqlalchemy.engine import URL, make_url  # noqa: E402
+from sqlalchemy.ext.asyncio import create_async_engine  # noqa: E402
+
+from bot.delivery.sender import Outcome, RetryPolicy, Sender  # noqa: E402
+from bot.delivery.wake import PgWakeListener  # noqa: E402
+from bot.platforms.webhook import WebhookConfig, WebhookPlatform  # noqa: E402
+from storage import outbox  # noqa: E402
+from storage.db import Database  # noqa: E402
+from storage.migrate import upgrade  # noqa: E402
+from storage.models import OutboxMessage  # noqa: E402
+from storage.types import OutboxState  # noqa: E402
+from tests.fakes.webhook_server import FakeWebhook  # noqa: E402
+
+DEFAULT_PG_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/workbot_bench_sender"
+PG_NAME = re.compile(r"^workbot_bench[a-z0-9_]*$")
+TOKEN = "bench-token"  # the fake's bearer token
+USE_TARGET_PCT = 95.0
+FIRST_SEND_BOUND_S = 30.0
+SETUP_BOUND_S = 60.0
+
+
+def utcnow() -> dt.datetime:
+    """The wall clock, as the app's sender uses it."""
+    return dt.datetime.now(dt.UTC)
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One rate limit to fill: count per `per` seconds, measured for `seconds`."""
+
+    name: str
+    count: int
+    per: float
+    seconds: float
+    messages: int
+
+    @property
+    def allowance(self) -> float:
+        """How many sends the limit allows in the measured window."""
+        return self.count * self.seconds / self.per
+
+
+@dataclass
+class Result:
+    """The figures of one variant."""
+
+    variant: str
+    backend: str
+    count: int
+    per: float
+    window_s: float
+    queued: int
+    rate_margin: float
+    sent_in_window: int
+    allowance: float
+    rejections: int
+    sent_total: int
+    slot_reuse_s: float | None
+    min_gap_s: float | None
+    deferrals: int
+    other_status: dict[str, int]
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def used_pct(self) -> float:
+        """Accepted sends in the window as a % of the allowance."""
+        return 100.0 * self.sent_in_window / self.allowance
+
+    @property
+    def reuse_pct(self) -> float | None:
+        """per / (mean time between send i and send i + count), as a %."""
+        if not self.slot_reuse_s:
+            return None
+        return 100.0 * self.per / self.slot_reuse_s
+
+    @property
+    def ok(self) -> bool:
+        """Both targets met, and the figures are meaningful."""
+        return (
+            self.used_pct >= USE_TARGET_PCT
+            and (self.reuse_pct or 0.0) >= USE_TARGET_PCT
+            and self.rejections == 0
+            and not self.other_status
+            and self.sent_in_window < self.queued
+        )
+
+
+# --------------------------------------------------------------------------- databases
+
+
+async def ensure_pg_database(url: URL) -> None:
+    """Create the bench database if it is missing (only ever one named workbot_bench*)."""
+    name = url.database or ""
+    if not PG_NAME.match(name):
+        raise SystemExit(f"refusing to use database {name!r}: the bench only uses workbot_bench*")
+    admin = create_async_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    try:
+        async with admin.connect() as conn:
+            found = await conn.scalar(
+                text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name}
+            )
+            if found is None:
+                await conn.execute(text(f'CREATE DATABASE "{name}"'))
+    finally:
+        await admin.dispose()
+
+
+async def open_database(
+    backend: str, args: argparse.Namespace, workdir: Path, tag: str
+) -> Database:
+    """A migrated, empty database for one variant."""
+    if backend == "sqlite":
+        url: str | URL = f"sqlite+aiosqlite:///{workdir / f'sender-{tag}.db'}"
+    else:
+        url = make_url(args.pg_url)
+        await ensure_pg_database(url)
+    db = Database(url)
+    await upgrade(db)
+    if not db.is_sqlite:
+        async with db.engine.begin() as conn:
+            await conn.execute(text("DELETE FROM outbox_message"))
+            await conn.execute(text("DELETE FROM rate_window"))
+    return db
+
+
+# --------------------------------------------------------------------------- the run
+
+
+class CountingSender(Sender):
+    """The real Sender, counting rate-limit deferrals (run() and delivery are unchanged)."""
+
+    deferrals = 0
+
+    async def _defer(self, row: OutboxMessage, seconds: float, why: str) -> Outcome:
+        self.deferrals += 1
+        return await super()._defer(row, seconds, why)
+
+
+def targets(n_people: int) -> list[outbox.Target]:
+    """The bound group chat and n people's DMs (per-target order serialises each one)."""
+    chat = [outbox.Target("webhook", "chat", "group-main")]
+    return chat + [outbox.Target("webhook", "person", f"p{i:04}") for i in range(n_people)]
+
+
+async def enqueue_backlog(db: Database, variant: Variant, run_tag: str) -> None:
+    """Write the backlog in one transaction, as a burst of reminders would be."""
+    spread = targets(40)
+    now = utcnow()
+    async with db.transaction() as session:
+        for i in range(variant.messages):
+            await outbox.enqueue(
+                session,
+                target=spread[i % len(spread)],
+                payload={"text": f"bench {variant.name} #{i}"},
+                idempotency_key=f"bench:{run_tag}:{i}",
+                now=now,
+                purpose="reminder",
+            )
+
+
+async def run_variant(
+    variant: Variant, backend: str, args: argparse.Namespace, workdir: Path
+) -> Result:
+    """Fill one rate limit with a real Sender.run() for the variant's window."""
+    notes: list[str] = []
+    db = await open_database(backend, args, workdir, variant.name.replace("/", "-per-"))
+    policy = RetryPolicy()
+    if args.rate_margin is not None:
+        policy = dataclasses.replace(policy, rate_margin=args.rate_margin)
+    if args.rate_margin_share is not None:
+        policy = dataclasses.replace(policy, rate_margin_share=args.rate_margin_share)
+    run_tag = f"{os.getpid()}-{int(time.time())}"
+    try:
+        async with FakeWebhook(token=TOKEN) as fake:
+            fake.rate_limit(variant.count, variant.per)
+            config = WebhookConfig(
+                url=fake.url, rate_count=variant.count, rate_per_seconds=float(variant.per)
+            )
+            platform_ = WebhookPlatform(config, TOKEN)
+            sender = CountingSender(
+                db,
+                {"webhook": platform_},
+                worker=f"bench:{os.getpid()}",
+                clock=utcnow,
+                policy=policy,
+                max_idle=60.0 if db.is_sqlite else 600.0,
+            )
+
+            def wake(topics: set[str]) -> None:  # as bot.app.workers_ctx wires it
+                if "outbox" in topics:
+                    sender.wake()
+
+            db.wake_listeners.append(wake)
+            listener = PgWakeListener(db, wake)
+            await listener.start()
+            task = asyncio.create_task(sender.run(), name="bench-sender")
+            try:
+                await enqueue_backlog(db, variant, run_tag)
+                await fake.wait_until(lambda: bool(fake.sends), within=FIRST_SEND_BOUND_S)
+                first = fake.sends[0].at
+                end = first + variant.seconds
+                await asyncio.sleep(max(0.0, end - time.monotonic()) + 0.05)
+                if task.done():
+                    task.result()
+            finally:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+                await listener.stop()
+                db.wake_listeners.remove(wake)
+                await platform_.close()
+            arrivals = [r.at for r in fake.sends]
+            in_window = sum(1 for at in arrivals if at < end)
+            gaps = [
+                arrivals[i] - arrivals[i - variant.count] for i in range(variant.count, in_window)
+            ]
+            other = {
+                str(status): n
+                for status, n in fake.requests_by_status.items()
+                if status not in (200, 201, 429)
+            }
+            by_target: dict[str, list[int]] = defaultdict(list)
+            for r in fake.sends:
+                by_target[r.target].append(int(r.text.rsplit("#", 1)[1]))
+            if any(seq != sorted(seq) for seq in by_target.values()):
+                notes.append("per-target order was NOT preserved")
+            if sum(fake.duplicates_by_key.values()):
+                notes.append(f"{sum(fake.duplicates_by_key.values())} duplicate sends")
+            if in_window >= variant.messages:
+                notes.append("the backlog ran out inside the window: the figure is a floor")
+            async with db.read() as session:
+                retried = await session.scalar(
+                    select(func.count())
+                    .select_from(OutboxMessage)
+                    .where(OutboxMessage.state == OutboxState.PENDING, OutboxMessage.attempts > 0)
+                )
+            if retried:
+                notes.append(f"{retried} rows were retried after a failure")
+            return Result(
+                variant=variant.name,
+                backend=backend,
+                count=variant.count,
+                per=variant.per,
+                window_s=variant.seconds,
+                queued=variant.messages,
+                rate_margin=policy.margin_for(variant.per),
+                sent_in_window=in_window,
+                allowance=variant.allowance,
+                rejections=fake.rejections,
+                sent_total=len(arrivals),
+                slot_reuse_s=statistics.fmean(gaps) if gaps else None,
+                min_gap_s=min(gaps) if gaps else None,
+                deferrals=sender.deferrals,
+                other_status=other,
+                notes=notes,
+            )
+    finally:
+        await db.dispose()
+
+
+# --------------------------------------------------------------------------- reporting
+
+
+def machine_info() -> dict[str, str]:
+    """CPU, cores, memory, load, OS and library versions."""
+    cpu = platform.processor() or "unknown"
+    mem = "?"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal"):
+                mem = f"{int(line.split()[1]) / 1024 / 1024:.1f} GiB"
+                break
+    except OSError:
+        pass
+
+    def ver(dist: str) -> str:
+        try:
+            return importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            return "?"
+
+    return {
+        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "cpu": cpu,
+        "cores": str(os.cpu_count()),
+        "memory": mem,
+        "load average": ", ".join(f"{x:.2f}" for x in os.getloadavg()),
+        "os": platform.platform(),
+        "python": platform.python_version(),
+        "sqlite": sqlite3.sqlite_version,
+        "sqlalchemy": ver("sqlalchemy"),
+        "aiohttp": ver("aiohttp"),
+        "asyncpg": ver("asyncpg"),
+    }
+
+
+def render(results: Sequence[Result]) -> str:
+    """The results table."""
+    head = (
+        f"{'variant':<9} {'backend':<10} {'limit':<10} {'window':>7} {'sent':>5} "
+        f"{'allow':>6} {'used':>7} {'429s':>5} {'reuse':>7} {'defers':>6}  result"
+    )
+    lines = [head, "-" * len(head)]
+    for r in results:
+        limit = f"{r.count}/{r.per:g}s"
+        reuse = "-" if r.reuse_pct is None else f"{r.reuse_pct:.1f}%"
+        lines.append(
+            f"{r.variant:<9} {r.backend:<10} {limit:<10} {r.window_s:>6g}s {r.sent_in_window:>5} "
+            f"{r.allowance:>6g} {r.used_pct:>6.1f}% {r.rejections:>5} {reuse:>7} "
+            f"{r.deferrals:>6}  {'PASS' if r.ok else 'MISS'}"
+        )
+        extra = f"margin {r.rate_margin:g} s; {r.sent_total} sent in all of {r.queued} queued"
+        if r.slot_reuse_s is not None:
+            extra += f"; send i to i+{r.count}: mean {r.slot_reuse_s:.3f} s"
+        if r.min_gap_s is not None:
+            extra += f", min {r.min_gap_s:.3f} s (per {r.per:g} s)"
+        if r.other_status:
+            extra += f"; other statuses {r.other_status}"
+        lines.append(f"{'':<9} {extra}")
+        for note in r.notes:
+            lines.append(f"{'':<9} note: {note}")
+    lines.append("targets: used and reuse ≥ 95 % of the allowance, 0 rejections (429)")
+    return "\n".join(lines)
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The command line."""
+    parser = argparse.ArgumentParser(
+        description=(
+            "Sender benchmark: a real Sender.run() against a loopback webhook fake that "
+            "enforces a sliding-window limit; reports the share of the allowance used "
+            "(target ≥ 95 %) and 429 rejections (target 0). Expected runtime with the "
+            "defaults: about 3.5 minutes (the bound is printed at start)."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument(
+        "--variant", choices=("minute", "second", "both"), default="both", help="which limits"
+    )
+    parser.add_argument(
+        "--backend", choices=("sqlite", "postgresql"), default="sqlite", help="database"
+    )
+    parser.add_argument(
+        "--pg-url",
+        default=os.environ.get("WORKBOT_BENCH_SENDER_PG", DEFAULT_PG_URL),
+        help="PostgreSQL URL (database must be named workbot_bench*; created if missing); "
+        "env WORKBOT_BENCH_SENDER_PG",
+    )
+    parser.add_argument(
+        "--minute-seconds", type=float, default=180.0, help="window of the 20/min variant"
+    )
+    parser.add_argument(
+        "--minute-messages", type=int, default=80, help="backlog of the 20/min variant"
+    )
+    parser.add_argument(
+        "--second-seconds", type=float, default=20.0, help="window of the 20/s variant"
+    )
+    parser.add_argument(
+        "--second-messages", type=int, default=500, help="backlog of the 20/s variant"
+    )
+    parser.add_argument(
+        "--rate-margin",
+        type=float,
+        default=None,
+        help="override RetryPolicy.rate_margin in seconds (default: the app's RetryPolicy)",
+    )
+    parser.add_argument(
+        "--rate-margin-share",
+        type=float,
+        default=None,
+        help="override RetryPolicy.rate_margin_share (default: the app's RetryPolicy)",
+    )
+    parser.add_argument("--json", type=Path, help="also write the figures to this JSON file")
+    args = parser.parse_args(argv)
+    if min(args.minute_seconds, args.second_seconds) <= 0:
+        parser.error("windows must be positive")
+    return args
+
+
+def variants(args: argparse.Namespace) -> list[Variant]:
+    """The selected variants."""
+    chosen = []
+    if args.variant in ("minute", "both"):
+        chosen.append(Variant("20/min", 20, 60.0, args.minute_seconds, args.minute_messages))
+    if args.variant in ("second", "both"):
+        chosen.append(Variant("20/s", 20, 1.0, args.second_seconds, args.second_messages))
+    return chosen
+
+
+async def run(args: argparse.Namespace) -> int:
+    """Run every selected variant and print the figures."""
+    chosen = variants(args)
+    bound = sum(v.seconds + SETUP_BOUND_S + FIRST_SEND_BOUND_S for v in chosen)
+    info = machine_info()
+    print("sender benchmark — design.md §9: ≥ 95 % of the allowance, 0 rate-limit rejections")
+    for key, value in info.items():
+        print(f"  {key:<13} {value}")
+    print(
+        "  "
+        + "; ".join(f"{v.name}: {v.messages} queued, {v.seconds:g} s window" for v in chosen)
+        + f"; backend {args.backend}; runtime bound {bound:.0f} s",
+        flush=True,
+    )
+    started = time.monotonic()
+    results: list[Result] = []
+    workdir = Path(tempfile.mkdtemp(prefix="workbot-bench-sender-"))
+    try:
+        async with asyncio.timeout(bound):
+            for variant in chosen:
+                result = await run_variant(variant, args.backend, args, workdir)
+                print(
+                    f"[{variant.name}] {result.sent_in_window} sent in {variant.seconds:g} s "
+                    f"({result.used_pct:.1f} % of {result.allowance:g}), "
+                    f"{result.rejections} rejections",
+                    flush=True,
+                )
+                results.append(result)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    print()
+    print(render(results))
+    print(f"\nruntime {time.monotonic() - started:.0f} s")
+    if args.json:
+        payload = {"machine": info, "results": [dataclasses.asdict(r) for r in results]}
+        args.json.write_text(json.dumps(payload, indent=2) + "\n")
+    ok = all(r.ok for r in results)
+    print("ALL PASS" if ok else "SOME MISS")
+    return 0 if ok else 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point."""
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    return asyncio.run(run(args))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
