@@ -15,12 +15,10 @@ import dataclasses
 import datetime as dt
 import gc
 import hashlib
-import importlib.metadata
 import json
 import math
 import multiprocessing
 import os
-import platform
 import random
 import re
 import shutil
@@ -41,6 +39,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 import asyncpg  # type: ignore[import-untyped]  # noqa: E402
+from machine import machine_info  # noqa: E402
 from sqlalchemy import and_, case, exists, func, or_, select, text  # noqa: E402
 from sqlalchemy.engine import URL, make_url  # noqa: E402
 from sqlalchemy.ext.asyncio import create_async_engine  # noqa: E402
@@ -1147,41 +1146,6 @@ async def verify_audit(db: Database) -> str:
 
 
 # --------------------------------------------------------------------------- reporting
-
-
-def machine_info() -> dict[str, str]:
-    """CPU, cores, memory, OS and library versions."""
-    cpu = platform.processor() or "unknown"
-    mem = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal"):
-                mem = f"{int(line.split()[1]) / 1024 / 1024:.1f} GiB"
-                break
-    except OSError:
-        pass
-
-    def ver(dist: str) -> str:
-        try:
-            return importlib.metadata.version(dist)
-        except importlib.metadata.PackageNotFoundError:
-            return "?"
-
-    return {
-        "cpu": cpu,
-        "cores": str(os.cpu_count()),
-        "memory": mem or "?",
-        "os": platform.platform(),
-        "python": platform.python_version(),
-        "sqlite": sqlite3.sqlite_version,
-        "sqlalchemy": ver("sqlalchemy"),
-        "aiosqlite": ver("aiosqlite"),
-        "asyncpg": ver("asyncpg"),
-    }
 
 
 async def pg_server_info(db: Database) -> dict[str, str]:

@@ -26,17 +26,14 @@ import contextlib
 import dataclasses
 import datetime as dt
 import gc
-import importlib.metadata
 import json
 import logging
 import math
 import os
-import platform
 import random
 import re
 import resource
 import shutil
-import sqlite3
 import sys
 import tempfile
 import time
@@ -50,6 +47,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from machine import machine_info  # noqa: E402
 from sqlalchemy import func, insert, select, text  # noqa: E402
 from sqlalchemy.engine import URL, make_url  # noqa: E402
 from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine  # noqa: E402
@@ -460,44 +458,6 @@ async def measure(db: Database, backend: str, args: argparse.Namespace) -> Resul
 
 
 # --------------------------------------------------------------------------- reporting
-
-
-def machine_info() -> dict[str, str]:
-    """CPU, cores, memory, load, OS and library versions."""
-    cpu = platform.processor() or "unknown"
-    mem = "?"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal"):
-                mem = f"{int(line.split()[1]) / 1024 / 1024:.1f} GiB"
-                break
-    except OSError:
-        pass
-
-    def ver(dist: str) -> str:
-        try:
-            return importlib.metadata.version(dist)
-        except importlib.metadata.PackageNotFoundError:
-            return "?"
-
-    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
-    return {
-        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "cpu": cpu,
-        "cores": str(os.cpu_count()),
-        "memory": mem,
-        "load average": load,
-        "os": platform.platform(),
-        "python": platform.python_version(),
-        "sqlite": sqlite3.sqlite_version,
-        "sqlalchemy": ver("sqlalchemy"),
-        "aiosqlite": ver("aiosqlite"),
-        "asyncpg": ver("asyncpg"),
-    }
 
 
 async def pg_version(db: Database) -> str:

@@ -27,14 +27,11 @@ import argparse
 import asyncio
 import dataclasses
 import datetime as dt
-import importlib.metadata
 import json
 import logging
 import os
-import platform
 import re
 import shutil
-import sqlite3
 import statistics
 import sys
 import tempfile
@@ -48,6 +45,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from machine import machine_info  # noqa: E402
 from sqlalchemy import func, select, text  # noqa: E402
 from sqlalchemy.engine import URL, make_url  # noqa: E402
 from sqlalchemy.ext.asyncio import create_async_engine  # noqa: E402
@@ -309,43 +307,6 @@ async def run_variant(
 
 
 # --------------------------------------------------------------------------- reporting
-
-
-def machine_info() -> dict[str, str]:
-    """CPU, cores, memory, load, OS and library versions."""
-    cpu = platform.processor() or "unknown"
-    mem = "?"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal"):
-                mem = f"{int(line.split()[1]) / 1024 / 1024:.1f} GiB"
-                break
-    except OSError:
-        pass
-
-    def ver(dist: str) -> str:
-        try:
-            return importlib.metadata.version(dist)
-        except importlib.metadata.PackageNotFoundError:
-            return "?"
-
-    return {
-        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "cpu": cpu,
-        "cores": str(os.cpu_count()),
-        "memory": mem,
-        "load average": ", ".join(f"{x:.2f}" for x in os.getloadavg()),
-        "os": platform.platform(),
-        "python": platform.python_version(),
-        "sqlite": sqlite3.sqlite_version,
-        "sqlalchemy": ver("sqlalchemy"),
-        "aiohttp": ver("aiohttp"),
-        "asyncpg": ver("asyncpg"),
-    }
 
 
 def render(results: Sequence[Result]) -> str:
