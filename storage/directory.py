@@ -327,3 +327,70 @@ async def upsert_people(
         )
     rejected.sort(key=lambda r: r.line)
     return ImportResult(created, updated, unchanged, rejected)
+
+
+_ID_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
+
+
+async def person_for(session: AsyncSession, platform: str, platform_user_id: str) -> Person | None:
+    """The directory person behind a platform account (the local group uses directory ids)."""
+    person_id = await session.scalar(
+        select(PersonIdentity.person_id).where(
+            PersonIdentity.platform == platform,
+            PersonIdentity.platform_user_id == platform_user_id,
+        )
+    )
+    if person_id is not None:
+        return await session.get(Person, person_id)
+    if platform == "local":
+        return await session.get(Person, platform_user_id)
+    return None
+
+
+async def register_sender(
+    session: AsyncSession,
+    *,
+    platform: str,
+    platform_user_id: str,
+    display_name: str,
+    now: dt.datetime,
+) -> Person:
+    """Add an unknown sender in the bound group to the directory as staff (design.md §4)."""
+    existing = await person_for(session, platform, platform_user_id)
+    if existing is not None:
+        return existing
+    if platform == "local" and _ID_UNSAFE.sub("", platform_user_id) == platform_user_id:
+        base = platform_user_id[:64]
+    else:
+        base = f"{platform}-{_ID_UNSAFE.sub('_', platform_user_id)}"[:64]
+    person_id = base
+    suffix = 1
+    while await session.get(Person, person_id) is not None:
+        suffix += 1
+        person_id = f"{base[: 64 - len(str(suffix)) - 1]}-{suffix}"
+    name = (display_name.strip() or platform_user_id)[:100]
+    person = Person(
+        id=person_id,
+        name=name,
+        department="",
+        roles=[Role.STAFF.value],
+        phone=None,
+        auto_registered=True,
+        created_at=now,
+        updated_at=now,
+    )
+    session.add(person)
+    session.add(
+        PersonIdentity(platform=platform, platform_user_id=platform_user_id, person_id=person_id)
+    )
+    await session.flush()
+    await audit.append(
+        session,
+        actor=f"{platform}:{platform_user_id}"[:100],
+        action="person.auto_register",
+        entity="person",
+        entity_id=person_id,
+        data={"platform": platform, "platform_user_id": platform_user_id, "name": name},
+        now=now,
+    )
+    return person

@@ -125,7 +125,11 @@ class NoticeMessage(Base):
     """A platform message that a notice was posted as (for replies, quotes and edits)."""
 
     __tablename__ = "notice_message"
-    __table_args__ = (UniqueConstraint("platform", "chat_id", "message_id"),)
+    __table_args__ = (
+        UniqueConstraint("platform", "chat_id", "message_id"),
+        # Replies and quotes name a message id; which chat it was in is not always known.
+        Index("ix_notice_message_lookup", "platform", "message_id"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     notice_id: Mapped[int] = mapped_column(ForeignKey("notice.id"), index=True)
@@ -214,6 +218,8 @@ class InboundEvent(Base):
         _enum(InboundStatus, "inbound_status"), index=True
     )
     error: Mapped[str | None] = mapped_column(Text, default=None)
+    # Why an event was ignored or what it did (e.g. unbound_chat, chatter, ack): burden figures.
+    note: Mapped[str | None] = mapped_column(String(32), default=None, index=True)
     received_at: Mapped[dt.datetime]
     processed_at: Mapped[dt.datetime | None] = mapped_column(default=None)
 
@@ -307,3 +313,30 @@ class AuditHead(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     seq: Mapped[int] = mapped_column(BigInteger)
     hash: Mapped[str] = mapped_column(String(64))
+
+
+class LocalMessage(Base):
+    """One message in the built-in local group: a person's post, a bot post, or a bot DM."""
+
+    __tablename__ = "local_message"
+    __table_args__ = (UniqueConstraint("sender", "client_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    sender: Mapped[str] = mapped_column(String(64))
+    to: Mapped[str | None] = mapped_column(String(64), default=None)
+    text: Mapped[str] = mapped_column(Text)
+    card: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    reply_to: Mapped[int | None] = mapped_column(Integer, default=None)
+    client_id: Mapped[str | None] = mapped_column(String(64), default=None)
+    idempotency_key: Mapped[str | None] = mapped_column(String(200), default=None, unique=True)
+    ts: Mapped[dt.datetime]
+    edited_at: Mapped[dt.datetime | None] = mapped_column(default=None)
+
+
+class BotSetting(Base):
+    """A value the bot generates once and keeps (e.g. the ack-link signing secret)."""
+
+    __tablename__ = "bot_setting"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)

@@ -21,7 +21,7 @@ from sqlalchemy.orm import aliased
 from storage import audit
 from storage.db import Database
 from storage.errors import InvalidValue
-from storage.models import OutboxMessage
+from storage.models import NoticeMessage, OutboxMessage
 from storage.types import OutboxState, UTCDateTime
 
 WAKE_CHANNEL = "workbot_wake"
@@ -188,6 +188,21 @@ async def mark_sent(
     row.attempts += 1
     row.last_error = None
     row.claimed_until = None  # claimed_by stays: it records which worker sent the row
+    if row.notice_id is not None and row.edit_of_id is None:
+        # Remember which platform message belongs to which notice, so that a reply to it or a
+        # quote of it (in the group or in a DM) can be resolved to the notice.
+        await session.execute(
+            insert_ignoring_conflicts(session, NoticeMessage)
+            .values(
+                notice_id=row.notice_id,
+                platform=row.platform,
+                chat_id=row.target,
+                message_id=platform_message_id,
+                person_id=row.person_id,
+                created_at=now,
+            )
+            .on_conflict_do_nothing(index_elements=["platform", "chat_id", "message_id"])
+        )
     return True
 
 

@@ -1,0 +1,23 @@
+"""Values the bot generates once and keeps, such as the ack-link signing secret."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from storage.models import BotSetting
+from storage.outbox import insert_ignoring_conflicts
+
+
+async def get_or_create(session: AsyncSession, key: str, make: Callable[[], str]) -> str:
+    """The stored value, or a new one from `make` (the first worker to commit wins)."""
+    await session.execute(
+        insert_ignoring_conflicts(session, BotSetting)
+        .values(key=key, value=make())
+        .on_conflict_do_nothing(index_elements=["key"])
+    )
+    value = await session.scalar(select(BotSetting.value).where(BotSetting.key == key))
+    assert value is not None
+    return value
