@@ -20,7 +20,8 @@ from storage.types import InboundStatus
 
 log = logging.getLogger("workbot.inbound")
 
-Processor = Callable[[str, Mapping[str, Any]], Awaitable[InboundStatus]]
+Result = InboundStatus | tuple[InboundStatus, str | None]
+Processor = Callable[[str, Mapping[str, Any]], Awaitable[Result]]
 Clock = Callable[[], dt.datetime]
 
 
@@ -42,29 +43,57 @@ class InboundGate:
         if row_id is None:
             log.info("duplicate %s event %s: already stored, not processed again", source, event_id)
             return False
-        task = asyncio.create_task(self._run(row_id, source, payload))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self.spawn(source, event_id, payload)
         return True
 
-    async def _run(self, row_id: int, source: str, payload: Mapping[str, Any]) -> None:
+    async def accept_and_wait(self, source: str, event_id: str, payload: Mapping[str, Any]) -> bool:
+        """Store the event and process it before returning; False if it was a duplicate."""
+        async with self.db.transaction() as session:
+            row_id = await inbound.record(
+                session, source=source, event_id=event_id, payload=payload, now=self.clock()
+            )
+        if row_id is None:
+            return False
+        await self._run(source, event_id, payload)
+        return True
+
+    def spawn(self, source: str, event_id: str, payload: Mapping[str, Any]) -> None:
+        """Process an event that is already stored, in the background."""
+        task = asyncio.create_task(self._run(source, event_id, payload))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run(self, source: str, event_id: str, payload: Mapping[str, Any]) -> None:
+        note: str | None = None
         try:
-            status = await self.process(source, payload)
+            result = await self.process(source, payload)
+            status, note = result if isinstance(result, tuple) else (result, None)
             error = None
         except Exception as exc:
-            log.exception("processing %s event (row %s) failed", source, row_id)
+            log.exception("processing %s event %s failed", source, event_id)
             status, error = InboundStatus.FAILED, repr(exc)
-        async with self.db.transaction() as session:
-            await inbound.finish(session, row_id, status=status, now=self.clock(), error=error)
+        try:
+            async with self.db.transaction() as session:
+                await inbound.finish(
+                    session,
+                    source,
+                    event_id,
+                    status=status,
+                    now=self.clock(),
+                    error=error,
+                    note=note,
+                )
+        except Exception:  # it stays "received" and is processed again by recover()
+            log.exception("could not record the end of %s event %s", source, event_id)
 
     async def recover(self) -> int:
         """Process events that were stored but never finished; returns how many."""
         async with self.db.read() as session:
             pending = [
-                (e.id, e.source, dict(e.payload)) for e in await inbound.unprocessed(session)
+                (e.source, e.event_id, dict(e.payload)) for e in await inbound.unprocessed(session)
             ]
-        for row_id, source, payload in pending:
-            await self._run(row_id, source, payload)
+        for source, event_id, payload in pending:
+            await self._run(source, event_id, payload)
         return len(pending)
 
     async def drain(self) -> None:

@@ -6,7 +6,7 @@ import datetime as dt
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.models import InboundEvent
@@ -40,19 +40,33 @@ async def record(
 
 async def finish(
     session: AsyncSession,
-    event_row_id: int,
+    source: str,
+    event_id: str,
     *,
     status: InboundStatus,
     now: dt.datetime,
     error: str | None = None,
+    note: str | None = None,
 ) -> None:
-    """Record how processing ended."""
-    event = await session.get(InboundEvent, event_row_id)
-    if event is None:
-        return
-    event.status = status
-    event.processed_at = now
-    event.error = error[:2000] if error else None
+    """Record how processing ended (and a short note of what it did)."""
+    await session.execute(
+        update(InboundEvent)
+        .where(InboundEvent.source == source, InboundEvent.event_id == event_id)
+        .values(
+            status=status,
+            processed_at=now,
+            error=error[:2000] if error else None,
+            note=note[:32] if note else None,
+        )
+    )
+
+
+async def count_notes(session: AsyncSession, note: str, *, since: dt.datetime | None = None) -> int:
+    """How many events ended with a note (e.g. unbound_chat: attempts to use unbound groups)."""
+    query = select(func.count()).select_from(InboundEvent).where(InboundEvent.note == note)
+    if since is not None:
+        query = query.where(InboundEvent.received_at >= since)
+    return int(await session.scalar(query) or 0)
 
 
 async def unprocessed(session: AsyncSession, *, limit: int = 100) -> list[InboundEvent]:
