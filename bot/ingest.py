@@ -1,0 +1,107 @@
+"""Group commit: many concurrent requests, one transaction (and one fsync) per batch.
+
+A single writer task drains whatever is queued, writes it in one transaction, and only then
+resolves each request's future, so every request is answered after its data is durable. There
+is no waiting window: while one batch commits, the next one accumulates by itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Generic, TypeVar
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from storage.db import Database
+
+log = logging.getLogger("workbot.ingest")
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+Write = Callable[[AsyncSession, list[T]], Awaitable[Sequence[R]]]
+Committed = Callable[[list[T], Sequence[R]], None]
+
+
+class WriterClosed(Exception):
+    """The writer is stopping; the item was not stored."""
+
+
+class GroupCommit(Generic[T, R]):
+    """One writer, batches as large as the queue, a future per item."""
+
+    def __init__(
+        self,
+        db: Database,
+        write: Write[T, R],
+        *,
+        committed: Committed[T, R] | None = None,
+        max_batch: int = 512,
+    ) -> None:
+        self.db = db
+        self.write = write
+        self.committed = committed
+        self.max_batch = max_batch
+        self._queue: deque[tuple[T, asyncio.Future[R]]] = deque()
+        self._ready = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+        self.batches = 0
+        self.items = 0
+
+    def start(self) -> None:
+        """Start the writer task."""
+        self._task = asyncio.create_task(self._run(), name="workbot-group-commit")
+
+    async def stop(self) -> None:
+        """Write what is queued, then stop."""
+        self._closing = True
+        self._ready.set()
+        if self._task is not None:
+            await self._task
+
+    async def submit(self, item: T) -> R:
+        """Queue an item; returns its result once its batch has committed."""
+        if self._closing:
+            raise WriterClosed("the writer is stopping")
+        future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
+        self._queue.append((item, future))
+        self._ready.set()
+        return await future
+
+    async def _run(self) -> None:
+        while True:
+            await self._ready.wait()
+            self._ready.clear()
+            while self._queue:
+                batch = [
+                    self._queue.popleft() for _ in range(min(self.max_batch, len(self._queue)))
+                ]
+                await self._commit(batch)
+            if self._closing and not self._queue:
+                return
+
+    async def _commit(self, batch: list[tuple[T, asyncio.Future[R]]]) -> None:
+        items = [item for item, _ in batch]
+        try:
+            async with self.db.transaction() as session:
+                results = await self.write(session, items)
+        except Exception as exc:
+            log.warning("a batch of %d writes failed: %s", len(items), exc)
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        self.batches += 1
+        self.items += len(items)
+        for (_, future), result in zip(batch, results, strict=True):
+            if not future.done():
+                future.set_result(result)
+        if self.committed is not None:
+            try:
+                self.committed(items, results)
+            except Exception:
+                log.exception("after-commit hook failed")
