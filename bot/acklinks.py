@@ -1,0 +1,81 @@
+"""Signed acknowledgment links: unforgeable, expiring, single-purpose tokens for one assignment.
+
+A token is base64url(assignment id, expiry, MAC), where the MAC is HMAC-SHA256 under the
+bot's link secret over a purpose tag and the two numbers. The tag makes a token useless for
+anything but acknowledging that one assignment; the expiry bounds how long a leaked link works.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as dt
+import hashlib
+import hmac
+import struct
+from dataclasses import dataclass
+
+PURPOSE = b"workbot/ack-link/v1\x00"
+_LAYOUT = struct.Struct(">QI")  # assignment id, expiry (unix seconds)
+_MAC_BYTES = 16
+TOKEN_LENGTH = 38  # base64url of 12 + 16 bytes, without padding
+
+
+class LinkError(Exception):
+    """A token that cannot be used; `code` says why."""
+
+    code = "invalid_token"
+
+
+class LinkInvalid(LinkError):
+    """Malformed, or signed with another secret (forged or tampered)."""
+
+    code = "invalid_token"
+
+
+class LinkExpired(LinkError):
+    """Genuine but past its expiry."""
+
+    code = "token_expired"
+
+
+@dataclass(frozen=True)
+class AckLinks:
+    """Makes and checks ack-link tokens with one secret."""
+
+    secret: bytes
+    base_url: str
+
+    def token(self, assignment_id: int, expires: dt.datetime) -> str:
+        """The token for acknowledging one assignment until `expires`."""
+        body = _LAYOUT.pack(assignment_id, max(0, int(expires.timestamp())))
+        return _encode(body + self._mac(body))
+
+    def url(self, assignment_id: int, expires: dt.datetime) -> str:
+        """The full link, under the configured public URL."""
+        return f"{self.base_url.rstrip('/')}/a/{self.token(assignment_id, expires)}"
+
+    def verify(self, token: str, *, now: dt.datetime) -> int:
+        """The assignment id a token grants; raises LinkInvalid or LinkExpired."""
+        if len(token) != TOKEN_LENGTH or not token.isascii():
+            raise LinkInvalid("malformed token")
+        try:
+            raw = base64.urlsafe_b64decode(token + "==")
+        except (binascii.Error, ValueError) as exc:
+            raise LinkInvalid("malformed token") from exc
+        if len(raw) != _LAYOUT.size + _MAC_BYTES or _encode(raw) != token:
+            raise LinkInvalid("malformed token")  # only the one canonical spelling is valid
+        body, mac = raw[: _LAYOUT.size], raw[_LAYOUT.size :]
+        if not hmac.compare_digest(mac, self._mac(body)):
+            raise LinkInvalid("bad signature")
+        assignment_id, expires = _LAYOUT.unpack(body)
+        if now.timestamp() >= expires:
+            raise LinkExpired("expired")
+        return int(assignment_id)
+
+    def _mac(self, body: bytes) -> bytes:
+        return hmac.new(self.secret, PURPOSE + body, hashlib.sha256).digest()[:_MAC_BYTES]
+
+
+def _encode(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
