@@ -97,6 +97,9 @@ class BotConfig(ConfigSection):
     language: Language = "zh-CN"
     timezone: str = "Asia/Shanghai"
     public_url: str = "http://127.0.0.1:8080"
+    names: tuple[str, ...] = Field(default=("workbot",), strict=False)
+    ack_link_ttl: Duration = timedelta(days=14)
+    link_secret_env: str | None = None
 
     @field_validator("timezone")
     @classmethod

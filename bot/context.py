@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from zoneinfo import ZoneInfo
 
+from bot.acklinks import AckLinks
 from bot.config import Config
 from bot.i18n import Translator
-from bot.platforms.base import TargetKind
+from bot.platforms.base import Capabilities, TargetKind
 from bot.scheduler.calendar import WorkCalendar
 from storage.outbox import Target
 
@@ -21,6 +22,8 @@ class BotContext:
     tz: ZoneInfo
     calendar: WorkCalendar
     group: Target
+    links: AckLinks | None = None
+    group_capabilities: Capabilities = field(default_factory=Capabilities)
 
     @classmethod
     def from_config(cls, config: Config) -> BotContext:

@@ -16,9 +16,9 @@ from bot.context import BotContext
 from bot.platforms.base import TargetKind
 from storage import jobs, outbox, queries
 from storage.domain import Actor, NoticeDraft, create_notice
-from storage.models import Notice, OutboxMessage, PersonIdentity
+from storage.models import Assignment, Notice, OutboxMessage, PersonIdentity
 from storage.outbox import Target
-from storage.types import OutboxState
+from storage.types import AssignmentState, OutboxState
 
 JOB_REMIND = "remind"
 JOB_ESCALATE = "escalate"
@@ -42,6 +42,7 @@ def view_of(notice: Notice, tally: queries.Tally | None) -> render.NoticeView:
         requires=notice.requires,
         deadline=notice.deadline,
         doc_number=notice.doc_number,
+        state=notice.state,
         assigned=tally.assigned,
         acknowledged=tally.acknowledged,
         done=tally.done,
@@ -177,3 +178,85 @@ async def dm_target(session: AsyncSession, ctx: BotContext, person_id: str) -> T
     if uid is None:
         return None
     return Target(platform, TargetKind.PERSON.value, uid)
+
+
+def local_day_start(ctx: BotContext, now: dt.datetime) -> dt.datetime:
+    """Midnight of the bot's local day containing now."""
+    local = now.astimezone(ctx.tz)
+    return dt.datetime.combine(local.date(), dt.time(0), tzinfo=ctx.tz)
+
+
+async def reminders_today(
+    session: AsyncSession, ctx: BotContext, person_id: str, now: dt.datetime
+) -> int:
+    """How many reminders the person has been sent today (the budget counts every one)."""
+    return int(
+        await session.scalar(
+            select(func.count())
+            .select_from(OutboxMessage)
+            .where(
+                OutboxMessage.person_id == person_id,
+                OutboxMessage.purpose == PURPOSE_REMINDER,
+                OutboxMessage.created_at >= local_day_start(ctx, now),
+            )
+        )
+        or 0
+    )
+
+
+async def remind_pending(
+    session: AsyncSession,
+    ctx: BotContext,
+    notice: Notice,
+    *,
+    key: str,
+    now: dt.datetime,
+    not_before: dt.datetime | None = None,
+) -> int:
+    """Remind, privately, each person who still owes the notice something, within each
+    person's daily budget; returns how many were reminded (never who, to the caller's group)."""
+    tally = (await queries.tallies(session, [notice.id])).get(notice.id)
+    view = view_of(notice, tally)
+    overdue = notice.deadline is not None and now > notice.deadline
+    budget = ctx.config.schedule.reminders_per_person_per_day
+    sent = 0
+    for person in await queries.pending_for_notice(session, notice.id):
+        if await reminders_today(session, ctx, person.person_id, now) >= budget:
+            continue
+        target = await dm_target(session, ctx, person.person_id)
+        if target is None:
+            continue
+        link = await ack_link(session, ctx, notice, person.person_id, now=now)
+        message = render.reminder(ctx.t, ctx.tz, view, overdue=overdue, link=link)
+        await outbox.enqueue(
+            session,
+            target=target,
+            payload=message.to_payload(),
+            idempotency_key=f"{key}:{person.person_id}"[:200],
+            now=now,
+            purpose=PURPOSE_REMINDER,
+            notice_id=notice.id,
+            person_id=person.person_id,
+            not_before=not_before,
+        )
+        sent += 1
+    return sent
+
+
+async def ack_link(
+    session: AsyncSession, ctx: BotContext, notice: Notice, person_id: str, *, now: dt.datetime
+) -> str | None:
+    """A signed ack link for the person's assignment, where the group's platform has no
+    buttons and the assignment still awaits its 收到; otherwise None."""
+    if ctx.links is None or ctx.group_capabilities.buttons:
+        return None
+    assignment = (
+        await session.execute(
+            select(Assignment).where(
+                Assignment.notice_id == notice.id, Assignment.person_id == person_id
+            )
+        )
+    ).scalar_one_or_none()
+    if assignment is None or assignment.state is not AssignmentState.PENDING:
+        return None
+    return ctx.links.url(assignment.id, now + ctx.config.bot.ack_link_ttl)

@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 
 from bot.i18n import Translator
 from bot.platforms.base import Button, Card, OutboundMessage
-from storage.types import NoticeKind, Requires
+from storage.types import NoticeKind, NoticeState, Requires
 
 ACK_VALUE_PREFIX = "ack:"
 
@@ -26,6 +26,7 @@ class NoticeView:
     deadline: dt.datetime | None
     doc_number: str | None
     assigned: int
+    state: NoticeState = NoticeState.OPEN
     acknowledged: int = 0
     done: int = 0
 
@@ -40,6 +41,13 @@ def when(t: Translator, tz: ZoneInfo, moment: dt.datetime | None) -> str:
 
 def tally(t: Translator, view: NoticeView) -> str:
     """The in-place tally line: counts only, never names."""
+    if view.state is not NoticeState.OPEN:
+        return t(
+            "notice.tally_finished",
+            state_label=t(f"notice_state.{view.state.value}"),
+            acknowledged=view.acknowledged,
+            assigned=view.assigned,
+        )
     if view.requires is Requires.ACK:
         return t("notice.tally", acknowledged=view.acknowledged, assigned=view.assigned)
     return t(
@@ -61,29 +69,43 @@ def notice_post(t: Translator, tz: ZoneInfo, view: NoticeView) -> OutboundMessag
     body = "\n".join(lines)
     title = t("notice.card_title", kind_label=kind_label, id=view.id, title=view.title)
     status = tally(t, view)
+    buttons: tuple[Button, ...] = ()
+    if view.state is NoticeState.OPEN:
+        buttons = (Button(t("notice.button_ack"), f"{ACK_VALUE_PREFIX}{view.id}"),)
     return OutboundMessage(
         text=f"{title}\n{body}\n{status}",
-        card=Card(
-            title=title,
-            body=body,
-            status=status,
-            buttons=(Button(t("notice.button_ack"), f"{ACK_VALUE_PREFIX}{view.id}"),),
-        ),
+        card=Card(title=title, body=body, status=status, buttons=buttons),
     )
 
 
-def reminder(t: Translator, tz: ZoneInfo, view: NoticeView, *, overdue: bool) -> OutboundMessage:
-    """A private reminder to one person who still owes the notice something."""
+def reminder(
+    t: Translator, tz: ZoneInfo, view: NoticeView, *, overdue: bool, link: str | None = None
+) -> OutboundMessage:
+    """A private reminder to one person who still owes the notice something (with a signed
+    ack link where the platform has no buttons)."""
     key = "reminder.text_overdue" if overdue else "reminder.text"
+    text = t(
+        key,
+        kind_label=t(f"kind.{view.kind.value}"),
+        id=view.id,
+        title=view.title,
+        deadline=when(t, tz, view.deadline),
+        requires=t(f"requires.{view.requires.value}"),
+    )
+    if link is None:
+        return OutboundMessage(text=text)
     return OutboundMessage(
-        text=t(
-            key,
-            kind_label=t(f"kind.{view.kind.value}"),
-            id=view.id,
-            title=view.title,
-            deadline=when(t, tz, view.deadline),
-            requires=t(f"requires.{view.requires.value}"),
-        )
+        text=f"{text}\n{t('reminder.link', url=link)}",
+        card=Card(
+            title=t(
+                "notice.card_title",
+                kind_label=t(f"kind.{view.kind.value}"),
+                id=view.id,
+                title=view.title,
+            ),
+            body=text,
+            buttons=(Button(t("notice.button_ack"), f"{ACK_VALUE_PREFIX}{view.id}", url=link),),
+        ),
     )
 
 

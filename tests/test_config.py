@@ -189,8 +189,9 @@ def test_example_file_shows_every_key() -> None:
 
     absent = missing(Config, raw, "")
 
-    assert absent == ["database.url_env", "platforms.webhook"]
+    assert absent == ["bot.link_secret_env", "database.url_env", "platforms.webhook"]
     assert '# url_env = "' in text
+    assert '# link_secret_env = "' in text
     # Optional platform tables are shown commented out, with every key of their model.
     assert "# [platforms.webhook]" in text
     for key in WebhookConfig.model_fields:

@@ -6,7 +6,7 @@ import datetime as dt
 from collections import defaultdict
 from functools import partial
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot import render
@@ -17,13 +17,13 @@ from bot.notices import (
     JOB_REMIND,
     PURPOSE_DIGEST,
     PURPOSE_ESCALATION,
-    PURPOSE_REMINDER,
     dm_target,
+    remind_pending,
     view_of,
 )
 from bot.scheduler.runner import JobHandler, Reschedule
 from storage import jobs, outbox, queries
-from storage.models import Job, Notice, OutboxMessage, Person
+from storage.models import Job, Notice, Person
 from storage.types import NoticeState, Role
 
 
@@ -42,30 +42,6 @@ def _working_now(ctx: BotContext, now: dt.datetime) -> None:
         raise Reschedule(ctx.calendar.next_working_time(now))
 
 
-def local_day_start(ctx: BotContext, now: dt.datetime) -> dt.datetime:
-    """Midnight of the bot's local day containing now."""
-    local = now.astimezone(ctx.tz)
-    return dt.datetime.combine(local.date(), dt.time(0), tzinfo=ctx.tz)
-
-
-async def reminders_today(
-    session: AsyncSession, ctx: BotContext, person_id: str, now: dt.datetime
-) -> int:
-    """How many reminders the person has been sent today (the budget counts every one)."""
-    return int(
-        await session.scalar(
-            select(func.count())
-            .select_from(OutboxMessage)
-            .where(
-                OutboxMessage.person_id == person_id,
-                OutboxMessage.purpose == PURPOSE_REMINDER,
-                OutboxMessage.created_at >= local_day_start(ctx, now),
-            )
-        )
-        or 0
-    )
-
-
 async def _open_notice(session: AsyncSession, job: Job) -> Notice | None:
     notice = await session.get(Notice, int(job.payload["notice_id"]))
     if notice is None or notice.state is not NoticeState.OPEN:
@@ -79,27 +55,7 @@ async def remind(ctx: BotContext, session: AsyncSession, job: Job, now: dt.datet
     notice = await _open_notice(session, job)
     if notice is None:
         return
-    tally = (await queries.tallies(session, [notice.id])).get(notice.id)
-    view = view_of(notice, tally)
-    overdue = notice.deadline is not None and now > notice.deadline
-    message = render.reminder(ctx.t, ctx.tz, view, overdue=overdue).to_payload()
-    budget = ctx.config.schedule.reminders_per_person_per_day
-    for person in await queries.pending_for_notice(session, notice.id):
-        if await reminders_today(session, ctx, person.person_id, now) >= budget:
-            continue
-        target = await dm_target(session, ctx, person.person_id)
-        if target is None:
-            continue
-        await outbox.enqueue(
-            session,
-            target=target,
-            payload=message,
-            idempotency_key=f"{job.key}:{person.person_id}",
-            now=now,
-            purpose=PURPOSE_REMINDER,
-            notice_id=notice.id,
-            person_id=person.person_id,
-        )
+    await remind_pending(session, ctx, notice, key=job.key, now=now)
 
 
 async def escalate(ctx: BotContext, session: AsyncSession, job: Job, now: dt.datetime) -> None:

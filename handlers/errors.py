@@ -1,0 +1,29 @@
+"""The one place where refusals become short localized replies."""
+
+from __future__ import annotations
+
+from bot.i18n import Translator
+from storage.errors import DomainError
+
+
+def domain_message(t: Translator, error: DomainError) -> str:
+    """A domain error as one localized sentence."""
+    params = dict(error.params)
+    if "state" in params:
+        prefix = "notice_state" if error.code == "notice_closed" else "state"
+        params["state_label"] = t(f"{prefix}.{params['state']}")
+    if error.code == "not_allowed" and "needs" in params:
+        params["needs"] = t("list.separator").join(
+            t(f"role.{role}") for role in str(params["needs"]).split("|")
+        )
+    params.setdefault("message", str(error))
+    return t(f"error.{error.code}", **params)
+
+
+class Refusal(Exception):
+    """A handler's own refusal (a missing id, an unknown name): a reply, and nothing changes."""
+
+    def __init__(self, key: str, **params: object) -> None:
+        super().__init__(key)
+        self.key = key
+        self.params = params

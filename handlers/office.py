@@ -1,0 +1,257 @@
+"""What the office (办公室) does in chat: 通知/任务, 催办, 电话确认, 请假, 办结, 撤回 and 报告."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+
+from sqlalchemy import func, select
+
+from bot.notices import publish_notice, refresh_tally, remind_pending
+from bot.render import when
+from handlers.commands import Intent
+from handlers.context import HandlerContext
+from handlers.errors import Refusal
+from handlers.parse import parse_deadline
+from handlers.resolve import find_person, required_notice
+from handlers.router import Router
+from storage import domain
+from storage.errors import NoticeClosed
+from storage.models import Assignment, Notice, Outcome, Person
+from storage.types import NoticeKind, NoticeSource, NoticeState, Requires, Role
+
+router = Router()
+
+OFFICE = (Role.OFFICE,)
+
+
+async def _audience(ctx: HandlerContext, names: tuple[str, ...], everyone: bool) -> domain.Audience:
+    """对象: each @name is a department, a person's name, or a directory id."""
+    if everyone:
+        return domain.Audience(all=True)
+    if not names:
+        raise Refusal("chat.notice_no_audience")
+    departments: list[str] = []
+    people: list[str] = []
+    unknown: list[str] = []
+    known_departments = set((await ctx.session.scalars(select(Person.department).distinct())).all())
+    for name in names:
+        if name in known_departments:
+            departments.append(name)
+            continue
+        matches = (
+            await ctx.session.scalars(
+                select(Person.id).where((Person.name == name) | (Person.id == name))
+            )
+        ).all()
+        if len(matches) == 1:
+            people.append(matches[0])
+        elif matches:
+            raise Refusal("chat.person_ambiguous", person=name, ids=", ".join(sorted(matches)))
+        else:
+            unknown.append(name)
+    if unknown:
+        raise Refusal("chat.notice_unknown_audience", names=ctx.t("list.separator").join(unknown))
+    return domain.Audience(departments=tuple(departments), people=tuple(people))
+
+
+@router.command(Intent.NOTICE, roles=OFFICE, usage="help.notice")
+async def notice(ctx: HandlerContext) -> None:
+    """通知 / 任务: create a formal notice from the multi-line form and post it to the group."""
+    fields = ctx.command.notice
+    if fields is None or not fields.title:
+        raise Refusal("chat.notice_usage")
+    if fields.problems:
+        raise Refusal(
+            "chat.notice_problems",
+            keys=ctx.t("list.separator").join(ctx.t(f"notice_key.{k}") for k in fields.problems),
+        )
+    deadline = None
+    if fields.deadline:
+        deadline = parse_deadline(fields.deadline, now=ctx.now, tz=ctx.bot.tz)
+        if deadline is None:
+            raise Refusal("chat.notice_bad_deadline", value=fields.deadline)
+        if deadline <= ctx.now:
+            raise Refusal("chat.notice_past_deadline", value=fields.deadline)
+    audience = await _audience(ctx, fields.audience, fields.audience_all)
+    draft = domain.NoticeDraft(
+        title=fields.title,
+        body=fields.body,
+        audience=audience,
+        kind=NoticeKind.TASK if fields.kind == "task" else NoticeKind.NOTICE,
+        requires=Requires(fields.requires) if fields.requires else Requires.ACK,
+        deadline=deadline,
+        doc_number=fields.doc_number,
+        plan_ref=fields.plan_ref,
+        source=NoticeSource.CHAT,
+        issuer_department=ctx.person.department or None,
+        issuer_name=ctx.person.name,
+    )
+    created = await publish_notice(ctx.session, ctx.bot, draft, actor=ctx.actor, now=ctx.now)
+    assigned = await ctx.session.scalar(
+        select(func.count()).select_from(Assignment).where(Assignment.notice_id == created.id)
+    )
+    await ctx.reply(
+        ctx.t(
+            "chat.notice_posted",
+            id=created.id,
+            title=created.title,
+            count=int(assigned or 0),
+            deadline=when(ctx.t, ctx.bot.tz, created.deadline),
+        )
+    )
+
+
+@router.command(Intent.REMIND, roles=OFFICE, usage="help.remind")
+async def remind(ctx: HandlerContext) -> None:
+    """催办 #12: a private reminder to each person still pending; the answer is a count only."""
+    target = await required_notice(ctx, "催办 #12")
+    if target.state is not NoticeState.OPEN:
+        raise NoticeClosed(target.id, target.state.value)
+    not_before = None
+    if not ctx.bot.calendar.is_working_time(ctx.now):
+        not_before = ctx.bot.calendar.next_working_time(ctx.now)
+    count = await remind_pending(
+        ctx.session,
+        ctx.bot,
+        target,
+        key=f"manual-remind:{target.id}:{ctx.incoming.event_id}",
+        now=ctx.now,
+        not_before=not_before,
+    )
+    key = "chat.reminded" if count else "chat.reminded_none"
+    if count and not_before is not None:
+        key = "chat.reminded_later"
+    await ctx.reply(
+        ctx.t(
+            key,
+            id=target.id,
+            title=target.title,
+            count=count,
+            at=when(ctx.t, ctx.bot.tz, not_before),
+        )
+    )
+
+
+@router.command(Intent.PHONE_ACK, roles=OFFICE, usage="help.phone_ack")
+async def phone_ack(ctx: HandlerContext) -> None:
+    """电话确认 #12 张三: record an acknowledgment given by phone."""
+    target = await required_notice(ctx, "电话确认 #12 张三")
+    person = await find_person(ctx, ctx.command.person)
+    change = await domain.phone_ack(
+        ctx.session, target.id, person.id, actor=ctx.actor, now=ctx.now, note=ctx.command.text
+    )
+    if change.changed:
+        await refresh_tally(ctx.session, ctx.bot, target.id, now=ctx.now)
+    await ctx.reply(ctx.t("chat.phone_acked", id=target.id, title=target.title, name=person.name))
+
+
+@router.command(Intent.EXCUSE, roles=(Role.OFFICE, Role.HEAD), usage="help.excuse")
+async def excuse(ctx: HandlerContext) -> None:
+    """请假 #12 张三 下村: excuse someone; their reminders stop."""
+    target = await required_notice(ctx, "请假 #12 张三 事由")
+    person = await find_person(ctx, ctx.command.person)
+    if not ctx.command.text:
+        raise Refusal("chat.excuse_reason")
+    await domain.excuse(
+        ctx.session, target.id, person.id, reason=ctx.command.text, actor=ctx.actor, now=ctx.now
+    )
+    await refresh_tally(ctx.session, ctx.bot, target.id, now=ctx.now)
+    await ctx.reply(ctx.t("chat.excused", id=target.id, title=target.title, name=person.name))
+
+
+@router.command(Intent.CLOSE, roles=OFFICE, usage="help.close")
+async def close(ctx: HandlerContext) -> None:
+    """办结 #12: close the notice; its card shows 已办结 and its reminders are dropped."""
+    target = await required_notice(ctx, "办结 #12")
+    await domain.close_notice(
+        ctx.session, target.id, actor=ctx.actor, now=ctx.now, reason=ctx.command.text
+    )
+    await refresh_tally(ctx.session, ctx.bot, target.id, now=ctx.now)
+    await ctx.reply(ctx.t("chat.closed", id=target.id, title=target.title))
+
+
+@router.command(Intent.CANCEL, roles=OFFICE, usage="help.cancel")
+async def cancel(ctx: HandlerContext) -> None:
+    """撤回 #12: cancel the notice; its card shows 已撤回 and its reminders are dropped."""
+    target = await required_notice(ctx, "撤回 #12")
+    await domain.cancel_notice(
+        ctx.session, target.id, actor=ctx.actor, now=ctx.now, reason=ctx.command.text
+    )
+    await refresh_tally(ctx.session, ctx.bot, target.id, now=ctx.now)
+    await ctx.reply(ctx.t("chat.cancelled", id=target.id, title=target.title))
+
+
+_MONTH = re.compile(r"^(\d{4})-(\d{1,2})$")
+_RANGE = re.compile(r"^(\d{4}-\d{1,2}-\d{1,2})\s*(?:\.\.|~|至|到)\s*(\d{4}-\d{1,2}-\d{1,2})$")
+
+
+def report_period(text: str | None, today: dt.date) -> tuple[dt.date, dt.date] | None:
+    """报告 2019-11 (a month) or 2019-11-01..2019-11-30 (inclusive); this month by default."""
+    if not text:
+        start = today.replace(day=1)
+    else:
+        text = text.strip()
+        found = _RANGE.match(text)
+        if found:
+            try:
+                first = dt.date.fromisoformat(_pad(found.group(1)))
+                last = dt.date.fromisoformat(_pad(found.group(2)))
+            except ValueError:
+                return None
+            return (first, last + dt.timedelta(days=1)) if first <= last else None
+        month = _MONTH.match(text)
+        if month is None or not 1 <= int(month.group(2)) <= 12:
+            return None
+        start = dt.date(int(month.group(1)), int(month.group(2)), 1)
+    end = (start.replace(day=28) + dt.timedelta(days=4)).replace(day=1)
+    return start, end
+
+
+def _pad(day: str) -> str:
+    y, m, d = day.split("-")
+    return f"{int(y):04d}-{int(m):02d}-{int(d):02d}"
+
+
+@router.command(Intent.REPORT, roles=OFFICE, usage="help.report")
+async def report(ctx: HandlerContext) -> None:
+    """报告 2019-11: a summary of the period's formal work (the full report is `workbot report`)."""
+    period = report_period(ctx.command.period, ctx.now.astimezone(ctx.bot.tz).date())
+    if period is None:
+        raise Refusal("chat.report_usage")
+    first, end = period
+    tz = ctx.bot.tz
+    start_at = dt.datetime.combine(first, dt.time(0), tzinfo=tz)
+    end_at = dt.datetime.combine(end, dt.time(0), tzinfo=tz)
+    in_period = (Notice.created_at >= start_at) & (Notice.created_at < end_at)
+    notices = int(
+        await ctx.session.scalar(select(func.count()).select_from(Notice).where(in_period)) or 0
+    )
+    without_doc = int(
+        await ctx.session.scalar(
+            select(func.count())
+            .select_from(Notice)
+            .where(in_period, (Notice.doc_number.is_(None)) | (Notice.doc_number == ""))
+        )
+        or 0
+    )
+    outcomes = int(
+        await ctx.session.scalar(
+            select(func.count())
+            .select_from(Outcome)
+            .join(Assignment, Assignment.id == Outcome.assignment_id)
+            .join(Notice, Notice.id == Assignment.notice_id)
+            .where(in_period)
+        )
+        or 0
+    )
+    await ctx.reply(
+        ctx.t(
+            "chat.report_summary",
+            first=first.isoformat(),
+            last=(end - dt.timedelta(days=1)).isoformat(),
+            notices=notices,
+            without_doc=without_doc,
+            outcomes=outcomes,
+        )
+    )
