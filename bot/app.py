@@ -3,31 +3,52 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import logging
 import os
 import secrets
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 from sqlalchemy import func, select, text
 
 from bot import __version__
-from bot.appkeys import BOT, CONFIG, DATABASE, ENVIRON, METRICS, PLATFORMS, SCHEDULER, SENDER
+from bot.acklinks import AckLinks
+from bot.appkeys import (
+    BOT,
+    CHAT,
+    CONFIG,
+    DATABASE,
+    ENVIRON,
+    LOCAL_ROUTES,
+    METRICS,
+    PLATFORMS,
+    ROOM,
+    ROOM_HUB,
+    SCHEDULER,
+    SENDER,
+)
+from bot.chat import ChatService, LocalRoomBackend
 from bot.config import Config
 from bot.context import BotContext
 from bot.delivery.sender import RetryPolicy, Sender
 from bot.delivery.wake import PgWakeListener
 from bot.metrics import Metrics
+from bot.platforms.local import LocalPlatform, LocalRoutes, RoomHub
 from bot.platforms.registry import build_platforms
 from bot.scheduler import tasks
 from bot.scheduler.runner import Scheduler
-from storage import jobs, outbox
+from bot.web import acklinks
+from handlers.dispatch import Dispatcher
+from storage import directory, jobs, outbox, settings
 from storage.db import Database
+from storage.domain import Actor
 from storage.migrate import require_current, upgrade
-from storage.models import Job, Notice, OutboxMessage
+from storage.models import Job, Notice, OutboxMessage, Person
 from storage.types import OutboxState
 
 log = logging.getLogger("workbot.app")
@@ -156,8 +177,7 @@ async def workers_ctx(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
     db = app[DATABASE]
     ctx = app[BOT]
-    platforms = build_platforms(config, app[ENVIRON])
-    app[PLATFORMS] = platforms
+    platforms = app[PLATFORMS]
     worker = worker_id()
     idle = 60.0 if db.is_sqlite else 600.0  # PostgreSQL wakes workers with NOTIFY
     delivery = config.delivery
@@ -207,8 +227,105 @@ async def workers_ctx(app: web.Application) -> AsyncIterator[None]:
             await jobs.release_claims(session, worker=worker)
     except Exception:  # the leases simply expire instead
         log.warning("could not release this worker's claims at shutdown", exc_info=True)
+
+
+def serves_local(config: Config) -> bool:
+    """Whether this process serves the built-in local group."""
+    return config.group.platform == "local" or config.platforms.local.enabled
+
+
+async def link_secret(db: Database, environ: Mapping[str, str], name: str | None) -> bytes:
+    """The ack-link secret: from the named environment variable, else generated once and kept."""
+    if name:
+        value = environ.get(name, "")
+        if value:
+            return value.encode()
+        log.warning("bot.link_secret_env names %s, which is unset: using the stored secret", name)
+    async with db.transaction() as session:
+        value = await settings.get_or_create(
+            session, "ack_link_secret", lambda: secrets.token_urlsafe(32)
+        )
+    return value.encode()
+
+
+async def chat_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The chat core: platforms, the dispatcher, inbound processing and the local room."""
+    config = app[CONFIG]
+    db = app[DATABASE]
+    secret = await link_secret(db, app[ENVIRON], config.bot.link_secret_env)
+    hub = app[ROOM_HUB]
+    room = None
+    local = None
+    if serves_local(config):
+        room = LocalRoomBackend(
+            db, hub, chat_id=config.group.chat_id, bot_names=config.bot.names, clock=utcnow
+        )
+        local = LocalPlatform(room, hub)
+    platforms = build_platforms(config, app[ENVIRON], local=local)
+    ctx = dataclasses.replace(
+        app[BOT],
+        links=AckLinks(secret, config.bot.public_url),
+        group_capabilities=platforms[config.group.platform].capabilities,
+    )
+    app[BOT] = ctx
+    app[PLATFORMS] = platforms
+    capabilities = {name: p.capabilities for name, p in platforms.items()}
+    chat = ChatService(
+        db,
+        Dispatcher(db, ctx, capabilities, clock=utcnow),
+        clock=utcnow,
+        notes=app[METRICS].chat_events,
+    )
+    app[CHAT] = chat
+    if room is not None:
+        room.chat = chat
+        await room.start()
+        app[ROOM] = room
+        app[LOCAL_ROUTES].attach(room)
+    if config.group.platform == "local":
+        await seed_demo_directory(db)
+    if room is not None and config.server.host not in LOOPBACK:
+        log.warning(
+            "the local group has no authentication and is served on %s: anyone who can reach "
+            "this address can post as anyone (keep server.host = 127.0.0.1 while it is on)",
+            config.server.host,
+        )
+    recovered = await chat.gate.recover()
+    if recovered:
+        log.info("processed %d inbound events left over from the last run", recovered)
+    yield
+    hub.close()
+    if room is not None:
+        app[LOCAL_ROUTES].attach(None)
+        await room.stop()
+    await chat.gate.drain()
     for platform in platforms.values():
         await platform.close()
+
+
+LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost"})
+DEMO_PEOPLE = Path(__file__).parent / "platforms" / "local_demo_people.csv"
+
+
+async def seed_demo_directory(db: Database) -> None:
+    """On the embedded default (the local group) with an empty directory, add eight demo
+    people, an office among them, so that a newcomer can play both sides at once."""
+    async with db.transaction() as session:
+        if await session.scalar(select(func.count()).select_from(Person)):
+            return
+        parsed = directory.parse_people_csv(DEMO_PEOPLE.read_bytes())
+        await directory.upsert_people(
+            session, parsed, actor=Actor.system("local-demo"), now=utcnow()
+        )
+    log.warning(
+        "the directory was empty: added the local group's 8 demo people "
+        "(`workbot people import FILE` adds your own)"
+    )
+
+
+async def close_streams(app: web.Application) -> None:
+    """End the page's event streams so that shutdown does not wait for them."""
+    app[ROOM_HUB].close()
 
 
 def create_app(
@@ -222,9 +339,17 @@ def create_app(
     app[ENVIRON] = environ
     app[METRICS] = Metrics()
     app[BOT] = BotContext.from_config(config)
+    app[ROOM_HUB] = RoomHub()
     app.cleanup_ctx.append(database_ctx(config.database.auto_migrate))
+    app.cleanup_ctx.append(chat_ctx)
     if workers:
         app.cleanup_ctx.append(workers_ctx)
+    app.on_shutdown.append(close_streams)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics_endpoint)
+    acklinks.add_routes(app.router)
+    if serves_local(config):
+        routes = LocalRoutes(app[ROOM_HUB], language=config.bot.language)
+        routes.add_to(app.router)
+        app[LOCAL_ROUTES] = routes
     return app

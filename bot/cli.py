@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
+import gc
 import logging
 import os
 import re
@@ -141,13 +142,23 @@ def cmd_serve(ctx: Context, args: argparse.Namespace) -> int:
     """Serve HTTP (and, as they land, delivery and the scheduler) until SIGINT or SIGTERM."""
     from aiohttp import web
 
-    from bot.app import create_app
+    from bot.app import create_app, serves_local
 
     server = ctx.config.server
     app = create_app(ctx.config, ctx.environ)
 
     async def announce(_app: web.Application) -> None:
+        # Everything built at start-up lives as long as the process: keep it out of the
+        # collector's way (it cut p99 latency by an order of magnitude under load).
+        gc.collect()
+        gc.freeze()
         print(ctx.t("cli.serving", host=server.host, port=server.port), file=ctx.err, flush=True)
+        if serves_local(ctx.config):
+            print(
+                ctx.t("cli.local_group", host=server.host, port=server.port),
+                file=ctx.err,
+                flush=True,
+            )
 
     app.on_startup.append(announce)
     try:

@@ -88,13 +88,19 @@ class InboundGate:
 
     async def recover(self) -> int:
         """Process events that were stored but never finished; returns how many."""
-        async with self.db.read() as session:
-            pending = [
-                (e.source, e.event_id, dict(e.payload)) for e in await inbound.unprocessed(session)
-            ]
-        for source, event_id, payload in pending:
-            await self._run(source, event_id, payload)
-        return len(pending)
+        done: set[tuple[str, str]] = set()
+        while True:
+            async with self.db.read() as session:
+                pending = [
+                    (e.source, e.event_id, dict(e.payload))
+                    for e in await inbound.unprocessed(session)
+                    if (e.source, e.event_id) not in done
+                ]
+            if not pending:
+                return len(done)
+            for source, event_id, payload in pending:
+                done.add((source, event_id))
+                await self._run(source, event_id, payload)
 
     async def drain(self) -> None:
         """Wait for the processing started so far (tests and graceful shutdown)."""

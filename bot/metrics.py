@@ -22,6 +22,7 @@ class Metrics:
     def __init__(self) -> None:
         self.started = time.time()
         self.http_requests: Counter[tuple[str, str, str]] = Counter()
+        self.chat_events: Counter[str] = Counter()
 
     def count_request(self, method: str, route: str, status: int) -> None:
         """Count one answered HTTP request."""
@@ -42,6 +43,13 @@ class Metrics:
         for (method, route, status), n in sorted(self.http_requests.items()):
             labels = _labels([("method", method), ("route", route), ("status", status)])
             out.append(f"workbot_http_requests_total{labels} {n}")
+        out.append(
+            "# HELP workbot_chat_events_total Chat events handled, by outcome "
+            "(unbound_chat counts attempts to use the bot in other groups)."
+        )
+        out.append("# TYPE workbot_chat_events_total counter")
+        for note, n in sorted(self.chat_events.items()):
+            out.append(f"workbot_chat_events_total{_labels([('outcome', note)])} {n}")
         for name, by_state in sorted(gauges.items()):
             out.append(f"# HELP workbot_{name} Rows by state.")
             out.append(f"# TYPE workbot_{name} gauge")

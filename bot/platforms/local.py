@@ -1,25 +1,39 @@
-"""The built-in local group: the embedded default platform (no external service needed).
+"""The built-in local group: the embedded default platform, its JSON API, event stream and page.
 
-This first version keeps the room's bot messages in memory and edits them in place; the
-chat room page, its JSON API and the event stream arrive with the chat core.
+The local group is a real chat room kept in workbot's own database: people post through
+`POST /local/v1/messages` (durable before the 201), the bot posts and edits through the
+`Platform` protocol, and the page follows along over server-sent events. It is a development
+and demo surface with no authentication: it is meant for the loopback interface only.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import datetime as dt
-import itertools
-from dataclasses import dataclass, field
+import json
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal, Protocol
+
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from bot.configtypes import ConfigSection
 from bot.platforms.base import (
     Capabilities,
     Delivery,
-    OutboundMessage,
     PermanentError,
     RateLimit,
     SendResult,
     TargetKind,
 )
+
+log = logging.getLogger("workbot.local")
+
+STATIC = Path(__file__).with_name("local_static")
+PersonId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.\-]+$")]
 
 
 class LocalConfig(ConfigSection):
@@ -28,58 +42,140 @@ class LocalConfig(ConfigSection):
     enabled: bool = False
 
 
-@dataclass
-class LocalMessage:
-    """One bot message in the local room (a DM when `to` is set)."""
+class PostMessage(BaseModel):
+    """POST /local/v1/messages: a person says something in the room (or, to "bot", privately)."""
 
-    id: str
-    chat_id: str
-    to: str | None
-    message: OutboundMessage
-    sent_at: dt.datetime
-    edited_at: dt.datetime | None = None
+    model_config = ConfigDict(extra="forbid")
+
+    sender: PersonId
+    text: Annotated[str, Field(min_length=1, max_length=10_000)]
+    reply_to: Annotated[int, Field(ge=1)] | None = None
+    to: Literal["bot"] | None = None
+    client_id: Annotated[str, Field(min_length=1, max_length=64)] | None = None
+    name: Annotated[str, Field(max_length=100)] | None = None
 
 
-@dataclass
+class PostAction(BaseModel):
+    """POST /local/v1/actions: a person clicks a card button."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    sender: PersonId
+    message_id: Annotated[int, Field(ge=1)]
+    action: Annotated[str, Field(min_length=1, max_length=200)]
+
+
+POST_MESSAGE = TypeAdapter(PostMessage)
+POST_ACTION = TypeAdapter(PostAction)
+
+
+class RoomBackend(Protocol):
+    """What the room's API and the platform need from the core (storage and processing)."""
+
+    async def post(self, body: PostMessage) -> tuple[int, bool]:
+        """Store a person's post durably; its id, and whether it repeated a client id."""
+        ...
+
+    async def act(self, body: PostAction) -> str:
+        """Record and process a button click; a status word."""
+        ...
+
+    async def messages(
+        self, *, after: int, limit: int, for_person: str | None
+    ) -> list[dict[str, Any]]:
+        """Room messages after an id."""
+        ...
+
+    async def directory(self) -> list[dict[str, Any]]:
+        """The people one can pick on the page."""
+        ...
+
+    async def bot_post(
+        self, *, key: str, to: str | None, payload: Mapping[str, Any]
+    ) -> tuple[dict[str, Any], bool]:
+        """Post as the bot (idempotent by key); the message and whether it is new."""
+        ...
+
+    async def bot_edit(self, message_id: int, payload: Mapping[str, Any]) -> dict[str, Any] | None:
+        """Edit a bot message in place; None if there is none with that id."""
+        ...
+
+
+class RoomHub:
+    """Fans room events out to the page's event streams (this process's subscribers)."""
+
+    def __init__(self, *, backlog: int = 1000) -> None:
+        self._subscribers: set[asyncio.Queue[str | None]] = set()
+        self._backlog = backlog
+
+    def publish(self, kind: str, message: Mapping[str, Any]) -> None:
+        """Send one event to every subscriber; one that has fallen far behind is dropped."""
+        frame = f"event: {kind}\ndata: {json.dumps(message, ensure_ascii=False)}\n\n"
+        for queue in list(self._subscribers):
+            if queue.qsize() >= self._backlog:
+                self._subscribers.discard(queue)
+                queue.put_nowait(None)  # the page reconnects and re-reads the room
+            else:
+                queue.put_nowait(frame)
+
+    def subscribe(self) -> asyncio.Queue[str | None]:
+        """A new subscriber's queue."""
+        queue: asyncio.Queue[str | None] = asyncio.Queue()
+        self._subscribers.add(queue)
+        return queue
+
+    def unsubscribe(self, queue: asyncio.Queue[str | None]) -> None:
+        """Forget a subscriber."""
+        self._subscribers.discard(queue)
+
+    def close(self) -> None:
+        """End every stream (at shutdown)."""
+        for queue in list(self._subscribers):
+            queue.put_nowait(None)
+        self._subscribers.clear()
+
+    @property
+    def subscribers(self) -> int:
+        """How many streams are open."""
+        return len(self._subscribers)
+
+
 class LocalPlatform:
     """Every capability, no rate limit: the reference behaviour for the zero-noise rules."""
 
-    name: str = "local"
-    capabilities: Capabilities = field(
-        default_factory=lambda: Capabilities(
-            buttons=True,
-            edit=True,
-            reactions=True,
-            dm=True,
-            receives_all_messages=True,
-            idempotent_send=True,
-        )
+    name = "local"
+    capabilities = Capabilities(
+        buttons=True,
+        edit=True,
+        reactions=True,
+        dm=True,
+        receives_all_messages=True,
+        idempotent_send=True,
     )
-    messages: dict[str, LocalMessage] = field(default_factory=dict)
-    _by_key: dict[str, str] = field(default_factory=dict)
-    _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+
+    def __init__(self, backend: RoomBackend, hub: RoomHub) -> None:
+        self.backend = backend
+        self.hub = hub
 
     async def send(self, delivery: Delivery) -> SendResult:
-        """Post to the room (or a DM); a repeated idempotency key returns the same message."""
-        if delivery.idempotency_key in self._by_key:
-            return SendResult(self._by_key[delivery.idempotency_key])
-        message_id = str(next(self._ids))
+        """Post to the room, or privately to one person; a repeated key is not posted twice."""
         to = delivery.target if delivery.target_kind is TargetKind.PERSON else None
-        chat = delivery.target if delivery.target_kind is TargetKind.CHAT else "dm"
-        self.messages[message_id] = LocalMessage(
-            message_id, chat, to, delivery.message, dt.datetime.now(dt.UTC)
+        message, created = await self.backend.bot_post(
+            key=delivery.idempotency_key, to=to, payload=delivery.message.to_payload()
         )
-        self._by_key[delivery.idempotency_key] = message_id
-        return SendResult(message_id)
+        if created:
+            self.hub.publish("message", message)
+        return SendResult(str(message["id"]))
 
     async def edit(self, delivery: Delivery) -> SendResult:
-        """Replace a message's content in place."""
-        if delivery.edit_of is None or delivery.edit_of not in self.messages:
+        """Replace a message's content in place (same id, edited_at set)."""
+        if delivery.edit_of is None or not delivery.edit_of.isdigit():
             raise PermanentError(f"no local message {delivery.edit_of!r} to edit")
-        existing = self.messages[delivery.edit_of]
-        existing.message = delivery.message
-        existing.edited_at = dt.datetime.now(dt.UTC)
-        return SendResult(existing.id)
+        message = await self.backend.bot_edit(int(delivery.edit_of), delivery.message.to_payload())
+        if message is None:
+            raise PermanentError(f"no local message {delivery.edit_of!r} to edit")
+        self.hub.publish("edit", message)
+        return SendResult(str(message["id"]))
 
     def rate_limits(self, delivery: Delivery) -> list[RateLimit]:
         """The local room has no limits."""
@@ -87,3 +183,174 @@ class LocalPlatform:
 
     async def close(self) -> None:
         """Nothing to release."""
+
+
+def _error(status: int, code: str, message: str, **extra: Any) -> web.Response:
+    return web.json_response({"error": {"code": code, "message": message, **extra}}, status=status)
+
+
+def _fields(exc: ValidationError) -> list[dict[str, str]]:
+    return [
+        {"field": ".".join(str(p) for p in e["loc"]) or "body", "message": e["msg"]}
+        for e in exc.errors(include_url=False, include_input=False)
+    ]
+
+
+async def _json_body(request: web.Request, adapter: TypeAdapter[Any]) -> Any | web.Response:
+    """The validated body, or the error response (415, 413, 400 with fields)."""
+    if request.content_type != "application/json":
+        return _error(415, "unsupported_media_type", "the body must be application/json")
+    raw = await request.read()
+    try:
+        return adapter.validate_json(raw)
+    except ValidationError as exc:
+        if any(e["type"] == "json_invalid" for e in exc.errors()):
+            return _error(400, "invalid_json", "the body is not valid JSON")
+        return _error(
+            400, "invalid_body", "the body does not match the schema", fields=_fields(exc)
+        )
+
+
+class LocalRoutes:
+    """The HTTP surface of the local group: page, JSON API and event stream."""
+
+    def __init__(self, hub: RoomHub, *, language: str) -> None:
+        self.hub = hub
+        self.language = language
+        self._backend: RoomBackend | None = None
+
+    @property
+    def backend(self) -> RoomBackend:
+        """The room's backend (attached at start-up, once the database is open)."""
+        if self._backend is None:
+            raise web.HTTPServiceUnavailable(reason="starting")
+        return self._backend
+
+    def attach(self, backend: RoomBackend | None) -> None:
+        """Attach (or, at shutdown, detach) the backend."""
+        self._backend = backend
+
+    def add_to(self, router: web.UrlDispatcher) -> None:
+        """Register the routes."""
+        router.add_get("/local", self.redirect)
+        router.add_get("/local/", self.page)
+        router.add_static("/local/static", STATIC, append_version=False)
+        router.add_get("/local/v1/directory", self.directory)
+        router.add_get("/local/v1/messages", self.list_messages)
+        router.add_post("/local/v1/messages", self.post_message)
+        router.add_post("/local/v1/actions", self.post_action)
+        router.add_get("/local/v1/stream", self.stream)
+
+    async def redirect(self, request: web.Request) -> web.StreamResponse:
+        """/local → /local/."""
+        raise web.HTTPFound("/local/")
+
+    async def page(self, request: web.Request) -> web.StreamResponse:
+        """The chat room page (plain HTML and JS, no build step)."""
+        return web.FileResponse(
+            STATIC / "index.html",
+            headers={
+                "Cache-Control": "no-cache",
+                "X-Content-Type-Options": "nosniff",
+                "Content-Security-Policy": (
+                    "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:"
+                ),
+            },
+        )
+
+    async def directory(self, request: web.Request) -> web.Response:
+        """Who one can be on the page, and the bot's language."""
+        return web.json_response(
+            {
+                "language": self.language,
+                "bot": {"name": "workbot"},
+                "people": await self.backend.directory(),
+            }
+        )
+
+    async def list_messages(self, request: web.Request) -> web.Response:
+        """GET /local/v1/messages?after=&limit=[&for=person]."""
+        try:
+            after = int(request.query.get("after", "0"))
+            limit = int(request.query.get("limit", "100"))
+        except ValueError:
+            return _error(400, "invalid_query", "after and limit must be integers")
+        if after < 0 or not 1 <= limit <= 500:
+            return _error(400, "invalid_query", "after must be >= 0 and limit 1 to 500")
+        messages = await self.backend.messages(
+            after=after, limit=limit, for_person=request.query.get("for") or None
+        )
+        return web.json_response({"messages": messages})
+
+    async def post_message(self, request: web.Request) -> web.Response:
+        """POST /local/v1/messages: 201 once the post is durable (200 for a repeated client_id)."""
+        body = await _json_body(request, POST_MESSAGE)
+        if isinstance(body, web.Response):
+            return body
+        message_id, duplicate = await self.backend.post(body)
+        return web.json_response({"id": message_id}, status=200 if duplicate else 201)
+
+    async def post_action(self, request: web.Request) -> web.Response:
+        """POST /local/v1/actions: a button click, recorded and processed."""
+        body = await _json_body(request, POST_ACTION)
+        if isinstance(body, web.Response):
+            return body
+        status = await self.backend.act(body)
+        if status == "unknown_message":
+            return _error(400, "unknown_message", f"no message {body.message_id}")
+        return web.json_response({"status": status})
+
+    async def stream(self, request: web.Request) -> web.StreamResponse:
+        """Server-sent events: `message` for a new message, `edit` for an edited one."""
+        response = web.StreamResponse(
+            headers={
+                "Content-Type": "text/event-stream",
+                "Cache-Control": "no-cache",
+                "X-Accel-Buffering": "no",
+            }
+        )
+        await response.prepare(request)
+        queue = self.hub.subscribe()
+        try:
+            await response.write(b"retry: 2000\n: connected\n\n")
+            while True:
+                try:
+                    frame = await asyncio.wait_for(queue.get(), timeout=15)
+                except TimeoutError:
+                    frame = ": keep-alive\n\n"
+                if frame is None:
+                    break
+                await response.write(frame.encode())
+        except ConnectionResetError:
+            pass
+        finally:
+            self.hub.unsubscribe(queue)
+        with contextlib.suppress(ConnectionResetError):
+            await response.write_eof()
+        return response
+
+
+def message_json(
+    *,
+    id: int,
+    sender: str,
+    sender_name: str,
+    text: str,
+    card: Mapping[str, Any] | None,
+    reply_to: int | None,
+    to: str | None,
+    ts: dt.datetime,
+    edited_at: dt.datetime | None,
+) -> dict[str, Any]:
+    """One room message as the API and the stream show it."""
+    return {
+        "id": id,
+        "sender": sender,
+        "sender_name": sender_name,
+        "text": text,
+        "card": dict(card) if card is not None else None,
+        "reply_to": reply_to,
+        "to": to,
+        "ts": ts.isoformat(),
+        "edited_at": edited_at.isoformat() if edited_at is not None else None,
+    }

@@ -14,11 +14,17 @@ class PlatformUnavailable(Exception):
     """The configuration binds the group to a platform this version cannot run."""
 
 
-def build_platforms(config: Config, environ: Mapping[str, str]) -> dict[str, Platform]:
-    """The adapters for the bound group and every enabled platform table."""
+def build_platforms(
+    config: Config, environ: Mapping[str, str], *, local: LocalPlatform | None = None
+) -> dict[str, Platform]:
+    """The adapters for the bound group and every enabled platform table (the local group's
+    adapter is built by the app, which owns its room)."""
     platforms: dict[str, Platform] = {}
+    available = set()
     if config.group.platform == "local" or config.platforms.local.enabled:
-        platforms["local"] = LocalPlatform()
+        available.add("local")
+        if local is not None:
+            platforms["local"] = local
     if config.platforms.webhook is not None:
         webhook = config.platforms.webhook
         if webhook.environment_problems(environ):
@@ -26,9 +32,10 @@ def build_platforms(config: Config, environ: Mapping[str, str]) -> dict[str, Pla
                 f"platforms.webhook: environment variable {webhook.token_env} is not set"
             )
         platforms["webhook"] = WebhookPlatform(webhook, webhook.token(environ))
-    if config.group.platform not in platforms:
+    available.update(platforms)
+    if config.group.platform not in available:
         raise PlatformUnavailable(
             f"group.platform = {config.group.platform!r}: this version of workbot has no "
-            f"adapter for it yet (available: {', '.join(sorted(platforms)) or 'none'})"
+            f"adapter for it yet (available: {', '.join(sorted(available)) or 'none'})"
         )
     return platforms

@@ -1,0 +1,300 @@
+"""The chat core at run time: inbound events in order through the dispatcher, and the local
+group's room backend (durable group-committed posts, directory, bot posts and edits)."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import datetime as dt
+import logging
+import uuid
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bot.inbound import InboundGate
+from bot.ingest import GroupCommit
+from bot.platforms.base import (
+    ButtonAction,
+    InboundEvent,
+    InboundMessage,
+    Reaction,
+    Sender,
+)
+from bot.platforms.local import PostAction, PostMessage, RoomHub, message_json
+from handlers.commands import Intent
+from handlers.dispatch import Dispatcher
+from handlers.parse import parse
+from storage import local_room
+from storage.db import Database
+from storage.models import LocalMessage, Person
+from storage.types import InboundStatus
+
+log = logging.getLogger("workbot.chat")
+
+Clock = Callable[[], dt.datetime]
+
+_KINDS: dict[str, type[InboundMessage] | type[ButtonAction] | type[Reaction]] = {
+    "message": InboundMessage,
+    "button": ButtonAction,
+    "reaction": Reaction,
+}
+
+
+def event_to_payload(event: InboundEvent) -> dict[str, Any]:
+    """A neutral event as the JSON stored in the inbound table."""
+    kind = next(k for k, cls in _KINDS.items() if isinstance(event, cls))
+    data = dataclasses.asdict(event)
+    if data.get("at") is not None:
+        data["at"] = data["at"].isoformat()
+    if "mentions" in data:
+        data["mentions"] = list(data["mentions"])
+    return {"kind": kind, **data}
+
+
+def event_from_payload(payload: Mapping[str, Any]) -> InboundEvent:
+    """The neutral event back from its stored JSON."""
+    data = dict(payload)
+    cls = _KINDS[str(data.pop("kind"))]
+    data["sender"] = Sender(**data["sender"])
+    if data.get("at"):
+        data["at"] = dt.datetime.fromisoformat(data["at"])
+    if "mentions" in data:
+        data["mentions"] = tuple(data["mentions"])
+    event: InboundEvent = cls(**data)
+    return event
+
+
+class ChatService:
+    """Stores and processes inbound chat events: one at a time, in arrival order."""
+
+    def __init__(
+        self,
+        db: Database,
+        dispatcher: Dispatcher,
+        *,
+        clock: Clock,
+        notes: Counter[str] | None = None,
+    ) -> None:
+        self.db = db
+        self.dispatcher = dispatcher
+        self.gate = InboundGate(db, self._process, clock=clock)
+        self.notes: Counter[str] = notes if notes is not None else Counter()
+        self._lock = asyncio.Lock()
+
+    async def _process(
+        self, source: str, payload: Mapping[str, Any]
+    ) -> tuple[InboundStatus, str | None]:
+        event = event_from_payload(payload)
+        async with self._lock:  # in order: a 收到 is handled before the 进度 typed after it
+            handled = await self.dispatcher.handle(event)
+        self.notes[handled.note] += 1
+        return handled.status, handled.note
+
+    async def accept(self, event: InboundEvent) -> bool:
+        """Store a platform event (committed on return) and process it afterwards."""
+        return await self.gate.accept(event.platform, event.event_id, event_to_payload(event))
+
+
+class LocalRoomBackend:
+    """The local group's storage and processing, behind the platform's RoomBackend protocol."""
+
+    def __init__(
+        self,
+        db: Database,
+        hub: RoomHub,
+        *,
+        chat_id: str,
+        bot_names: Sequence[str],
+        clock: Clock,
+    ) -> None:
+        self.db = db
+        self.chat: ChatService | None = None  # attached once the dispatcher exists
+        self.hub = hub
+        self.chat_id = chat_id
+        self.bot_names = tuple(bot_names)
+        self.clock = clock
+        self.names: dict[str, str] = {}  # person id -> name, for the page (a cache)
+        self.writer: GroupCommit[local_room.Post, local_room.Stored] = GroupCommit(
+            db, self._write, committed=self._committed
+        )
+
+    async def start(self) -> None:
+        """Load the name cache and start the writer."""
+        await self._load_names()
+        self.writer.start()
+
+    async def stop(self) -> None:
+        """Write what is queued and stop."""
+        await self.writer.stop()
+
+    async def _load_names(self) -> None:
+        async with self.db.read() as session:
+            rows = (await session.execute(select(Person.id, Person.name))).all()
+        self.names = {pid: name for pid, name in rows}
+
+    def _inbound_payload(self, message_id: int, post: local_room.Post) -> dict[str, Any]:
+        event = InboundMessage(
+            platform="local",
+            event_id=f"msg:{message_id}",
+            chat_id=self.chat_id,
+            sender=Sender(post.sender, self.names.get(post.sender, "")),
+            text=post.text,
+            is_direct=post.direct,
+            message_id=str(message_id),
+            reply_to=str(post.reply_to) if post.reply_to is not None else None,
+        )
+        return event_to_payload(event)
+
+    async def _write(
+        self, session: AsyncSession, posts: list[local_room.Post]
+    ) -> list[local_room.Stored]:
+        return await local_room.append_posts(
+            session, posts, now=self.clock(), inbound=self._inbound_payload
+        )
+
+    def _committed(self, posts: list[local_room.Post], stored: Sequence[local_room.Stored]) -> None:
+        now = self.clock()
+        for post, result in zip(posts, stored, strict=True):
+            if result.duplicate:
+                continue
+            self.hub.publish(
+                "message",
+                message_json(
+                    id=result.id,
+                    sender=post.sender,
+                    sender_name=self.names.get(post.sender, post.sender),
+                    text=post.text,
+                    card=None,
+                    reply_to=post.reply_to,
+                    to="bot" if post.direct else None,
+                    ts=now,
+                    edited_at=None,
+                ),
+            )
+            if post.actionable and self.chat is not None:
+                self.chat.gate.spawn(
+                    "local", f"msg:{result.id}", self._inbound_payload(result.id, post)
+                )
+
+    async def post(self, body: PostMessage) -> tuple[int, bool]:
+        """Store a post durably (group commit); chatter from known people is not processed."""
+        known = body.sender in self.names
+        actionable = True
+        if known and body.to is None:
+            command = parse(body.text, bot_names=self.bot_names)
+            actionable = command.intent is not Intent.NONE or command.addressed
+        if not known and body.name:
+            self.names.setdefault(body.sender, body.name)
+        stored = await self.writer.submit(
+            local_room.Post(
+                sender=body.sender,
+                text=body.text,
+                reply_to=body.reply_to,
+                client_id=body.client_id,
+                direct=body.to == "bot",
+                actionable=actionable,
+            )
+        )
+        if not known:
+            await self._load_names()
+        return stored.id, stored.duplicate
+
+    async def act(self, body: PostAction) -> str:
+        """A button click on a room message: stored, then processed before answering."""
+        async with self.db.read() as session:
+            message = await local_room.get_message(session, body.message_id)
+        if message is None:
+            return "unknown_message"
+        value = body.action
+        if value == "ack":
+            buttons = (message.card or {}).get("buttons", [])
+            value = next(
+                (str(b["value"]) for b in buttons if str(b.get("value", "")).startswith("ack:")),
+                value,
+            )
+        event = ButtonAction(
+            platform="local",
+            event_id=f"action:{uuid.uuid4().hex}",
+            chat_id=self.chat_id,
+            sender=Sender(body.sender, self.names.get(body.sender, "")),
+            value=value,
+            message_id=str(body.message_id),
+        )
+        if self.chat is None:
+            return "unavailable"
+        done = await self.chat.gate.accept_and_wait(
+            "local", event.event_id, event_to_payload(event)
+        )
+        return "processed" if done else "accepted"
+
+    async def messages(
+        self, *, after: int, limit: int, for_person: str | None
+    ) -> list[dict[str, Any]]:
+        """Room messages after an id, with sender names."""
+        async with self.db.read() as session:
+            rows = await local_room.list_messages(
+                session, after=after, limit=limit, for_person=for_person
+            )
+        return [self._json(row) for row in rows]
+
+    def _json(self, row: LocalMessage) -> dict[str, Any]:
+        return message_json(
+            id=row.id,
+            sender=row.sender,
+            sender_name="workbot"
+            if row.sender == "bot"
+            else self.names.get(row.sender, row.sender),
+            text=row.text,
+            card=row.card,
+            reply_to=row.reply_to,
+            to=row.to,
+            ts=row.ts,
+            edited_at=row.edited_at,
+        )
+
+    async def directory(self) -> list[dict[str, Any]]:
+        """Everyone in the directory, for the page's "who are you" picker."""
+        async with self.db.read() as session:
+            people = (
+                await session.scalars(select(Person).order_by(Person.department, Person.id))
+            ).all()
+        self.names = {p.id: p.name for p in people}
+        return [
+            {"id": p.id, "name": p.name, "department": p.department, "roles": list(p.roles)}
+            for p in people
+        ]
+
+    async def bot_post(
+        self, *, key: str, to: str | None, payload: Mapping[str, Any]
+    ) -> tuple[dict[str, Any], bool]:
+        """Post as the bot (idempotent by the outbox key)."""
+        reply_to = payload.get("reply_to")
+        async with self.db.transaction() as session:
+            row, created = await local_room.append_bot_message(
+                session,
+                key=key,
+                to=to,
+                text=str(payload.get("text", "")),
+                card=payload.get("card"),
+                reply_to=int(reply_to)
+                if isinstance(reply_to, str) and reply_to.isdigit()
+                else None,
+                now=self.clock(),
+            )
+            return self._json(row), created
+
+    async def bot_edit(self, message_id: int, payload: Mapping[str, Any]) -> dict[str, Any] | None:
+        """Edit a bot message in place."""
+        async with self.db.transaction() as session:
+            row = await local_room.edit_message(
+                session,
+                message_id,
+                text=str(payload.get("text", "")),
+                card=payload.get("card"),
+                now=self.clock(),
+            )
+            return self._json(row) if row is not None else None

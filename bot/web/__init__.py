@@ -1,0 +1,1 @@
+"""The web surfaces: signed ack links (and, later, the e-gov API)."""
