@@ -1,0 +1,530 @@
+"""The chat core end to end through the local group's API, on the real app (SQLite and PG)."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import io
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+from sqlalchemy import func, select
+
+from bot.app import create_app
+from bot.appkeys import BOT, CHAT, ROOM
+from bot.config import validate_config
+from storage.db import Database
+from storage.models import (
+    Assignment,
+    InboundEvent,
+    Notice,
+    OutboxMessage,
+    Outcome,
+    Person,
+    Reply,
+)
+from storage.types import AssignmentState, Channel, NoticeState, OutboxState, ReplyKind
+
+from support import seed_people, snapshot
+
+NOTICE_TEXT = """通知 关于报送作业管理自查情况的通知
+请各科室于12月10日前报送自查报告。
+截止：2030-12-10 17:00
+对象：@基础教育科 @督导科
+要求：成效
+文号：宜教办发[2019]41号"""
+
+NAMES = ("张三", "李四", "王五", "赵六", "钱七")
+
+
+@dataclass
+class Room:
+    """The local group, driven over HTTP like the page drives it."""
+
+    client: TestClient[Any, Any]
+    db: Database
+
+    async def post(self, sender: str, text: str, **extra: Any) -> int:
+        resp = await self.client.post(
+            "/local/v1/messages", json={"sender": sender, "text": text, **extra}
+        )
+        assert resp.status in (200, 201), await resp.text()
+        return int((await resp.json())["id"])
+
+    async def click(self, sender: str, message_id: int, action: str) -> dict[str, Any]:
+        resp = await self.client.post(
+            "/local/v1/actions",
+            json={"sender": sender, "message_id": message_id, "action": action},
+        )
+        assert resp.status == 200, await resp.text()
+        body: dict[str, Any] = await resp.json()
+        return body
+
+    async def messages(self) -> list[dict[str, Any]]:
+        resp = await self.client.get("/local/v1/messages", params={"after": "0", "limit": "500"})
+        assert resp.status == 200
+        found: list[dict[str, Any]] = (await resp.json())["messages"]
+        return found
+
+    async def settle(self) -> None:
+        """Wait until every inbound event is processed and every due message is delivered."""
+        app = self.client.app
+        assert app is not None
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            await app[CHAT].gate.drain()
+            async with self.db.read() as s:
+                received = await s.scalar(
+                    select(func.count())
+                    .select_from(InboundEvent)
+                    .where(InboundEvent.status == "received")
+                )
+                pending = await s.scalar(
+                    select(func.count())
+                    .select_from(OutboxMessage)
+                    .where(
+                        OutboxMessage.state == OutboxState.PENDING,
+                        OutboxMessage.next_attempt_at <= dt.datetime.now(dt.UTC),
+                    )
+                )
+            if not received and not pending:
+                return
+            await asyncio.sleep(0.02)
+        raise AssertionError("the room did not settle")
+
+    async def group_posts(self) -> list[dict[str, Any]]:
+        """The bot's messages in the group itself (not DMs)."""
+        return [m for m in await self.messages() if m["sender"] == "bot" and m["to"] is None]
+
+    async def dms(self, person: str) -> list[str]:
+        return [m["text"] for m in await self.messages() if m["to"] == person]
+
+    async def card_of(self, notice_id: int) -> dict[str, Any]:
+        for m in await self.group_posts():
+            if m["card"] and f"#{notice_id}" in m["card"]["title"]:
+                return m
+        raise AssertionError(f"no card for #{notice_id}")
+
+
+def app_config(db: Database, **bot: Any) -> Any:
+    url = db.url.render_as_string(hide_password=False)
+    raw = {"database": {"url": url}, "bot": {"public_url": "http://127.0.0.1:8080", **bot}}
+    return validate_config(raw, "<test>", {})
+
+
+@pytest.fixture
+async def room(db: Database, tmp_path: Path) -> AsyncIterator[Room]:
+    await seed_people(db, dt.datetime.now(dt.UTC))
+    app = create_app(app_config(db), {})
+    async with TestClient(TestServer(app)) as client:
+        yield Room(client, db)
+
+
+async def post_notice(room: Room, text: str = NOTICE_TEXT) -> int:
+    await room.post("p003", text)
+    await room.settle()
+    async with room.db.read() as s:
+        newest = await s.scalar(select(func.max(Notice.id)))
+    assert newest is not None
+    return int(newest)
+
+
+async def assignment(db: Database, notice_id: int, person: str) -> Assignment:
+    async with db.read() as s:
+        found = (
+            await s.execute(
+                select(Assignment).where(
+                    Assignment.notice_id == notice_id, Assignment.person_id == person
+                )
+            )
+        ).scalar_one()
+        return found
+
+
+async def test_office_notice_then_acks_by_reply_button_and_link_add_no_group_noise(
+    room: Room,
+) -> None:
+    notice_id = await post_notice(room)
+    async with room.db.read() as s:
+        notice = await s.get(Notice, notice_id)
+        assert notice is not None
+        assert notice.title == "关于报送作业管理自查情况的通知"
+        assert notice.body == "请各科室于12月10日前报送自查报告。"
+        assert notice.doc_number == "宜教办发[2019]41号"
+        assert notice.requires.value == "outcome"
+        assert notice.deadline == dt.datetime(2030, 12, 10, 9, 0, tzinfo=dt.UTC)
+        assert notice.source.value == "chat"
+        assignees = (
+            await s.scalars(select(Assignment.person_id).where(Assignment.notice_id == notice_id))
+        ).all()
+    assert sorted(assignees) == ["p001", "p002", "p004", "p005"]
+    card = await room.card_of(notice_id)
+    assert card["card"]["status"] == "已确认 0/4，已完成 0/4"
+    assert [b["value"] for b in card["card"]["buttons"]] == [f"ack:{notice_id}"]
+    posts_before = len(await room.group_posts())
+    assert any("已发布" in text for text in await room.dms("p003"))
+
+    # 1. a reply to the notice card
+    await room.post("p001", "收到", reply_to=card["id"])
+    # 2. the card's button
+    assert (await room.click("p002", card["id"], f"ack:{notice_id}"))["status"] == "processed"
+    # 3. a signed ack link: GET shows a page and changes nothing, POST records it
+    a4 = await assignment(room.db, notice_id, "p004")
+    app = room.client.app
+    assert app is not None
+    links = app[BOT].links
+    assert links is not None
+    link = links.url(a4.id, dt.datetime.now(dt.UTC) + dt.timedelta(days=1))
+    path = link.removeprefix("http://127.0.0.1:8080")
+    page = await room.client.get(path)
+    assert page.status == 200
+    assert "关于报送作业管理自查情况的通知" in await page.text()
+    assert (await assignment(room.db, notice_id, "p004")).state is AssignmentState.PENDING
+    confirmed = await room.client.post(path)
+    assert confirmed.status == 200
+    assert "已确认收到" in await confirmed.text()
+    await room.settle()
+
+    states = {p: await assignment(room.db, notice_id, p) for p in ("p001", "p002", "p004")}
+    assert {p: (a.state, a.ack_channel) for p, a in states.items()} == {
+        "p001": (AssignmentState.ACKNOWLEDGED, Channel.GROUP),
+        "p002": (AssignmentState.ACKNOWLEDGED, Channel.BUTTON),
+        "p004": (AssignmentState.ACKNOWLEDGED, Channel.LINK),
+    }
+    # The acks edited the card in place: same message, new tally, no new group message.
+    assert len(await room.group_posts()) == posts_before
+    card = await room.card_of(notice_id)
+    assert card["card"]["status"] == "已确认 3/4，已完成 0/4"
+    assert card["edited_at"] is not None
+    # A plain ack gets no reply at all: the tally is the answer.
+    for person in ("p001", "p002", "p004"):
+        assert await room.dms(person) == []
+    # The same ack again changes nothing.
+    await room.post("p001", "收到", reply_to=card["id"])
+    await room.settle()
+    assert len(await room.group_posts()) == posts_before
+    assert await room.dms("p001") == []
+
+    # Progress and the outcome become structured records.
+    await room.post("p001", f"进度 #{notice_id} 60% 已完成初稿")
+    await room.post(
+        "p001",
+        f"完成 #{notice_id}\n措施：1. 组织自查 2. 召开专题会议\n成效：发文数量减少30%以上",
+    )
+    await room.settle()
+    async with room.db.read() as s:
+        a1 = await s.get(Assignment, states["p001"].id)
+        assert a1 is not None and a1.state is AssignmentState.DONE
+        progress = (
+            await s.scalars(
+                select(Reply).where(Reply.assignment_id == a1.id, Reply.kind == ReplyKind.PROGRESS)
+            )
+        ).all()
+        assert [(r.percent, r.text) for r in progress] == [(60, "已完成初稿")]
+        outcome = (await s.scalars(select(Outcome).where(Outcome.assignment_id == a1.id))).one()
+    assert outcome.measures == ["组织自查", "召开专题会议"]
+    assert outcome.results == "发文数量减少30%以上"
+    assert [(m["value"], m["unit"]) for m in outcome.metrics] == [(30.0, "%")]
+    assert (await room.card_of(notice_id))["card"]["status"] == "已确认 3/4，已完成 1/4"
+    assert len(await room.group_posts()) == posts_before
+
+    # Nobody is ever named in the group.
+    for post in await room.group_posts():
+        for name in NAMES:
+            assert name not in post["text"], (name, post["text"])
+
+
+async def test_staff_cannot_post_remind_or_cancel_and_nothing_changes(room: Room) -> None:
+    notice_id = await post_notice(room)
+    before = await snapshot(room.db)
+    posts_before = len(await room.group_posts())
+
+    await room.post("p004", "通知 我也发个通知\n对象：全体")
+    await room.post("p004", f"催办 #{notice_id}")
+    await room.post("p004", f"撤回 #{notice_id}")
+    await room.settle()
+
+    assert await snapshot(room.db) == before
+    assert len(await room.group_posts()) == posts_before
+    refusals = await room.dms("p004")
+    assert len(refusals) == 3
+    assert all("没有权限" in text and "办公室" in text for text in refusals)
+    async with room.db.read() as s:
+        reminders = await s.scalar(
+            select(func.count())
+            .select_from(OutboxMessage)
+            .where(OutboxMessage.purpose == "reminder")
+        )
+        notice = await s.get(Notice, notice_id)
+    assert reminders == 0
+    assert notice is not None and notice.state is NoticeState.OPEN
+
+
+async def test_pending_lists_exactly_the_senders_open_items(room: Room) -> None:
+    first = await post_notice(room)
+    second = await post_notice(room, "任务 填报统计表\n对象：@李四\n截止：2030-12-01")
+    third = await post_notice(room, "通知 只给督导科\n对象：@督导科")
+    await room.post("p001", f"完成 #{first}\n成效：已完成")
+    await room.settle()
+
+    await room.post("p002", "待办")
+    await room.post("p001", "我的待办")
+    await room.settle()
+
+    (answer,) = await room.dms("p002")
+    assert f"#{first}" in answer and f"#{second}" in answer and f"#{third}" not in answer
+    assert "待办（2 项）" in answer
+    done_note, answer = await room.dms("p001")
+    assert "办理结果" in done_note
+    assert answer == "您没有待办事项。"
+    # The group saw none of it.
+    assert all("待办" not in p["text"] for p in await room.group_posts())
+
+
+async def test_office_pending_and_status_carry_names_by_dm_only(room: Room) -> None:
+    notice_id = await post_notice(room)
+    await room.post("p001", f"收到 #{notice_id}")
+    await room.post("p003", f"待办 #{notice_id}")
+    await room.post("p003", f"查询 #{notice_id}")
+    await room.post("p004", f"查询 #{notice_id}")
+    await room.settle()
+
+    office = await room.dms("p003")
+    pending_answer, status_answer = office[-2:]
+    assert "尚有 4 人未完成" in pending_answer
+    assert "钱七" in pending_answer and "张三" in pending_answer
+    assert "已确认 1" in status_answer and "钱七" in status_answer
+    (staff_status,) = await room.dms("p004")
+    assert "已确认 1" in staff_status
+    assert not any(name in staff_status for name in NAMES)
+    # A staff member asking for everyone's names is refused.
+    await room.post("p004", "待办 全部")
+    await room.settle()
+    assert "没有权限" in (await room.dms("p004"))[-1]
+
+
+async def test_negations_questions_and_chatter_do_not_ack(room: Room) -> None:
+    notice_id = await post_notice(room)
+    card = await room.card_of(notice_id)
+    for text in ("没收到", "还没收到", "收到了吗？", "我收到了别的通知，这个还没看", "大家好"):
+        await room.post("p005", text, reply_to=card["id"])
+    await room.settle()
+
+    assert (await assignment(room.db, notice_id, "p005")).state is AssignmentState.PENDING
+    # 没收到 and 还没收到: the notice is sent again, privately, with its 收到 button.
+    resent = [m for m in await room.messages() if m["to"] == "p005"]
+    assert len(resent) == 2
+    assert all(m["card"] and m["card"]["buttons"] for m in resent)
+    # Replying 收到 to the private copy acknowledges.
+    await room.post("p005", "收到", reply_to=resent[0]["id"])
+    await room.settle()
+    a5 = await assignment(room.db, notice_id, "p005")
+    assert a5.state is AssignmentState.ACKNOWLEDGED
+
+
+async def test_an_ack_from_a_non_assignee_gets_a_private_explanation(room: Room) -> None:
+    notice_id = await post_notice(room, "通知 只给张三\n对象：@张三")
+    card = await room.card_of(notice_id)
+    before = await snapshot(room.db)
+
+    await room.post("p004", "收到", reply_to=card["id"])
+    await room.settle()
+
+    assert await snapshot(room.db) == before
+    (explanation,) = await room.dms("p004")
+    assert f"#{notice_id}" in explanation and "不是" in explanation
+
+
+async def test_a_guessed_ack_names_the_notice_and_the_others_left(room: Room) -> None:
+    older = await post_notice(room, "通知 旧通知\n对象：@张三")
+    newer = await post_notice(room, "通知 新通知\n对象：@张三")
+
+    await room.post("p001", "收到")
+    await room.settle()
+
+    assert (await assignment(room.db, newer, "p001")).state is AssignmentState.ACKNOWLEDGED
+    assert (await assignment(room.db, older, "p001")).state is AssignmentState.PENDING
+    (note,) = await room.dms("p001")
+    assert f"#{newer}" in note and f"#{older}" in note
+
+
+async def test_unknown_senders_are_registered_as_staff(room: Room) -> None:
+    await room.post("x900", "大家好", name="新同事")
+    await room.settle()
+    async with room.db.read() as s:
+        person = await s.get(Person, "x900")
+    assert person is not None
+    assert (person.name, person.roles, person.auto_registered) == ("新同事", ["staff"], True)
+
+
+async def test_chatter_is_stored_but_not_processed(room: Room) -> None:
+    message_id = await room.post("p001", "今天食堂吃什么")
+    await room.settle()
+    assert any(m["id"] == message_id for m in await room.messages())
+    async with room.db.read() as s:
+        events = await s.scalar(select(func.count()).select_from(InboundEvent))
+    assert events == 0
+    assert await room.dms("p001") == []
+
+
+async def test_help_is_generated_per_role(room: Room) -> None:
+    await room.post("p001", "帮助")
+    await room.post("p003", "/help")
+    await room.settle()
+    (staff,) = await room.dms("p001")
+    (office,) = await room.dms("p003")
+    assert "收到" in staff and "催办" not in staff
+    assert "催办" in office and "通知 标题" in office
+
+
+async def test_unknown_command_gets_a_hint(room: Room) -> None:
+    await room.post("p001", "/frobnicate 12")
+    await room.settle()
+    (hint,) = await room.dms("p001")
+    assert "/frobnicate" in hint and "帮助" in hint
+
+
+async def test_close_edits_the_card_and_drops_reminders(room: Room) -> None:
+    notice_id = await post_notice(room)
+    posts_before = len(await room.group_posts())
+    await room.post("p003", f"办结 #{notice_id}")
+    await room.settle()
+    card = await room.card_of(notice_id)
+    assert card["card"]["status"].startswith("已办结")
+    assert card["card"]["buttons"] == []
+    assert len(await room.group_posts()) == posts_before
+
+
+async def test_a_repeated_client_id_is_stored_once(room: Room) -> None:
+    first = await room.client.post(
+        "/local/v1/messages", json={"sender": "p001", "text": "hello", "client_id": "c-1"}
+    )
+    again = await room.client.post(
+        "/local/v1/messages", json={"sender": "p001", "text": "hello", "client_id": "c-1"}
+    )
+    assert (first.status, again.status) == (201, 200)
+    assert (await first.json()) == (await again.json())
+    assert len([m for m in await room.messages() if m["text"] == "hello"]) == 1
+
+
+@pytest.mark.parametrize(
+    ("headers", "body", "status", "code"),
+    [
+        ({"Content-Type": "text/plain"}, b'{"sender":"p001","text":"x"}', 415, None),
+        ({"Content-Type": "application/json"}, b"{not json", 400, "invalid_json"),
+        ({"Content-Type": "application/json"}, b'{"sender":"p001"}', 400, "invalid_body"),
+        ({"Content-Type": "application/json"}, b'{"sender":"a b","text":"x"}', 400, None),
+        ({"Content-Type": "application/json"}, b"[]", 400, None),
+        ({"Content-Type": "application/json"}, b"x" * (1_048_576 + 10), 413, None),
+    ],
+)
+async def test_bad_posts_are_refused_with_a_json_error(
+    room: Room, headers: dict[str, str], body: bytes, status: int, code: str | None
+) -> None:
+    resp = await room.client.post("/local/v1/messages", data=io.BytesIO(body), headers=headers)
+    assert resp.status == status
+    error = (await resp.json())["error"]
+    assert error["message"]
+    if code is not None:
+        assert error["code"] == code
+    if code == "invalid_body":
+        assert [f["field"] for f in error["fields"]] == ["text"]
+    assert await room.messages() == []
+
+
+async def test_an_action_on_an_unknown_message_is_refused(room: Room) -> None:
+    resp = await room.client.post(
+        "/local/v1/actions", json={"sender": "p001", "message_id": 999, "action": "ack"}
+    )
+    assert resp.status == 400
+    assert (await resp.json())["error"]["code"] == "unknown_message"
+
+
+async def test_the_stream_shows_new_messages_and_edits(room: Room) -> None:
+    notice_id = await post_notice(room)
+    card = await room.card_of(notice_id)
+    async with room.client.get("/local/v1/stream") as stream:
+        assert stream.headers["Content-Type"].startswith("text/event-stream")
+        said = await room.post("p001", "收到", reply_to=card["id"])
+        seen: list[str] = []
+        deadline = time.monotonic() + 10
+
+        def saw(kind: str, predicate: Callable[[str], bool]) -> bool:
+            return any(block.startswith(f"event: {kind}\n") and predicate(block) for block in seen)
+
+        buffer = ""
+        while time.monotonic() < deadline and not (
+            saw("message", lambda b: f'"id": {said},' in b)
+            and saw("edit", lambda b: f'"id": {card["id"]},' in b and "1/4" in b)
+        ):
+            chunk = await asyncio.wait_for(stream.content.readany(), timeout=10)
+            buffer += chunk.decode()
+            *blocks, buffer = buffer.split("\n\n")
+            seen.extend(blocks)
+        assert saw("message", lambda b: f'"id": {said},' in b)
+        assert saw("edit", lambda b: f'"id": {card["id"]},' in b and "1/4" in b)
+
+
+async def test_messages_from_other_chats_are_ignored_and_counted(room: Room) -> None:
+    from bot.platforms.base import InboundMessage, Sender
+
+    app = room.client.app
+    assert app is not None
+    chat = app[CHAT]
+    before = await snapshot(room.db)
+    for i in range(3):
+        await chat.accept(
+            InboundMessage(
+                platform="local",
+                event_id=f"other-{i}",
+                chat_id="some-other-group",
+                sender=Sender("p001"),
+                text="收到",
+            )
+        )
+    await room.settle()
+    assert await snapshot(room.db) == before
+    async with room.db.read() as s:
+        notes = (
+            await s.scalars(select(InboundEvent.note).where(InboundEvent.event_id.like("other-%")))
+        ).all()
+    assert notes == ["unbound_chat"] * 3
+    metrics = await (await room.client.get("/metrics")).text()
+    assert 'workbot_chat_events_total{outcome="unbound_chat"} 3' in metrics
+    assert app[ROOM] is not None
+
+
+async def test_commands_stored_before_a_crash_are_processed_at_the_next_start(
+    db: Database,
+) -> None:
+    from bot.chat import event_to_payload
+    from bot.platforms.base import InboundMessage, Sender
+    from storage import inbound
+
+    now = dt.datetime.now(dt.UTC)
+    await seed_people(db, now)
+    event = InboundMessage(
+        platform="local",
+        event_id="msg:41",
+        chat_id="main",
+        sender=Sender("p001"),
+        text="待办",
+        message_id="41",
+    )
+    async with db.transaction() as s:  # answered 201, then the process died
+        await inbound.record(
+            s, source="local", event_id="msg:41", payload=event_to_payload(event), now=now
+        )
+    app = create_app(app_config(db), {})
+    async with TestClient(TestServer(app)) as client:
+        room = Room(client, db)
+        await room.settle()
+        assert await room.dms("p001") == ["您没有待办事项。"]
+        async with db.read() as s:
+            row = (await s.scalars(select(InboundEvent))).one()
+        assert (row.status.value, row.note) == ("processed", "pending")
