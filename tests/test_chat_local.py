@@ -528,3 +528,48 @@ async def test_commands_stored_before_a_crash_are_processed_at_the_next_start(
         async with db.read() as s:
             row = (await s.scalars(select(InboundEvent))).one()
         assert (row.status.value, row.note) == ("processed", "pending")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("通知 缺少对象\n截止：2030-12-10", "请写明对象"),
+        ("通知 对象不存在\n对象：@不存在科", "不存在科"),
+        ("通知 截止看不懂\n对象：全体\n截止：某一天", "无法识别截止时间"),
+        ("通知 截止已过\n对象：全体\n截止：2019-12-10 17:00", "已经过去"),
+        ("通知 要求不对\n对象：全体\n要求：马上", "要求"),
+    ],
+)
+async def test_a_malformed_notice_is_refused_and_nothing_is_posted(
+    room: Room, text: str, expected: str
+) -> None:
+    before = await snapshot(room.db)
+    await room.post("p003", text)
+    await room.settle()
+    assert await snapshot(room.db) == before
+    assert await room.group_posts() == []
+    (answer,) = await room.dms("p003")
+    assert expected in answer
+
+
+async def test_office_remind_phone_ack_and_excuse_name_nobody_in_the_group(room: Room) -> None:
+    notice_id = await post_notice(room)
+    await room.post("p003", f"电话确认 #{notice_id} 张三")
+    await room.post("p003", f"请假 #{notice_id} 钱七 下村")
+    await room.post("p003", f"催办 #{notice_id}")
+    await room.settle()
+    assert (await assignment(room.db, notice_id, "p001")).ack_channel is Channel.PHONE
+    assert (await assignment(room.db, notice_id, "p005")).state is AssignmentState.EXCUSED
+    async with room.db.read() as s:
+        reminded = (
+            await s.scalars(
+                select(OutboxMessage.person_id).where(OutboxMessage.purpose == "reminder")
+            )
+        ).all()
+    # Everyone who still owes the outcome is reminded privately; the excused 钱七 is not.
+    assert sorted(p for p in reminded if p) == ["p001", "p002", "p004"]
+    answer = (await room.dms("p003"))[-1]
+    assert "3 人" in answer
+    assert not any(name in answer for name in NAMES)
+    for post in await room.group_posts():
+        assert not any(name in post["text"] for name in NAMES)
