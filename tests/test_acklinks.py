@@ -9,6 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from bot.acklinks import TOKEN_LENGTH, AckLinks, LinkExpired, LinkInvalid
+from storage.db import Database
 
 NOW = dt.datetime(2026, 11, 27, 9, 0, tzinfo=dt.UTC)
 LATER = NOW + dt.timedelta(days=14)
@@ -50,3 +51,39 @@ def test_arbitrary_text_is_refused_not_crashed(text: str) -> None:
 def test_tokens_round_trip(assignment: int, seconds: int) -> None:
     expires = NOW + dt.timedelta(seconds=seconds)
     assert LINKS.verify(LINKS.token(assignment, expires), now=NOW) == assignment
+
+
+async def test_reminders_carry_a_link_only_where_the_platform_has_no_buttons(db: Database) -> None:
+    from dataclasses import replace
+
+    from sqlalchemy import select
+
+    from bot.config import validate_config
+    from bot.context import BotContext
+    from bot.notices import remind_pending
+    from bot.platforms.base import Capabilities
+    from storage.models import Assignment, Notice, OutboxMessage
+
+    from support import make_notice, seed_people
+
+    now = dt.datetime(2026, 11, 27, 2, 0, tzinfo=dt.UTC)  # a Friday, 10:00 in Shanghai
+    await seed_people(db, now)
+    notice_id = await make_notice(db, now, deadline=now + dt.timedelta(days=3))
+    base = BotContext.from_config(validate_config({}, "<test>", {}))
+    for buttons, key in ((True, "with-buttons"), (False, "without-buttons")):
+        ctx = replace(base, links=LINKS, group_capabilities=Capabilities(buttons=buttons, dm=True))
+        async with db.transaction() as s:
+            notice = await s.get(Notice, notice_id)
+            assert notice is not None
+            assert await remind_pending(s, ctx, notice, key=key, now=now) == 5
+    async with db.read() as s:
+        rows = (await s.scalars(select(OutboxMessage).order_by(OutboxMessage.id))).all()
+        ids = {a.person_id: a.id for a in (await s.scalars(select(Assignment))).all()}
+    with_buttons = [r for r in rows if r.idempotency_key.startswith("with-buttons")]
+    without = [r for r in rows if r.idempotency_key.startswith("without-buttons")]
+    assert all("/a/" not in r.payload["text"] for r in with_buttons)
+    for row in without:
+        url = row.payload["card"]["buttons"][0]["url"]
+        assert url in row.payload["text"]
+        token = url.rsplit("/", 1)[1]
+        assert LINKS.verify(token, now=now) == ids[row.person_id]
