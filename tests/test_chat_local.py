@@ -573,3 +573,29 @@ async def test_office_remind_phone_ack_and_excuse_name_nobody_in_the_group(room:
     assert not any(name in answer for name in NAMES)
     for post in await room.group_posts():
         assert not any(name in post["text"] for name in NAMES)
+
+
+async def test_ack_links_refuse_forged_expired_and_closed(room: Room) -> None:
+    notice_id = await post_notice(room)
+    app = room.client.app
+    assert app is not None
+    links = app[BOT].links
+    assert links is not None
+    a1 = await assignment(room.db, notice_id, "p001")
+    good = links.token(a1.id, dt.datetime.now(dt.UTC) + dt.timedelta(hours=1))
+    forged = good[:-1] + ("A" if good[-1] != "A" else "B")
+    expired = links.token(a1.id, dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1))
+    before = await snapshot(room.db)
+    for token, code in ((forged, "invalid_token"), (expired, "token_expired"), ("x", None)):
+        for method in ("GET", "POST"):
+            resp = await room.client.request(method, f"/a/{token}")
+            assert resp.status == 401
+            assert (await resp.json())["error"]["code"] == (code or "invalid_token")
+    browser = await room.client.get(f"/a/{forged}", headers={"Accept": "text/html"})
+    assert browser.status == 401 and "链接无效" in await browser.text()
+    assert await snapshot(room.db) == before
+    await room.post("p003", f"撤回 #{notice_id}")
+    await room.settle()
+    resp = await room.client.post(f"/a/{good}")
+    assert resp.status == 409
+    assert (await assignment(room.db, notice_id, "p001")).state is AssignmentState.PENDING
