@@ -16,7 +16,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.inbound import InboundGate
-from bot.ingest import GroupCommit
+from bot.ingest import GroupCommit, ThreadedGroupCommit
 from bot.platforms.base import (
     ButtonAction,
     InboundEvent,
@@ -27,7 +27,7 @@ from bot.platforms.base import (
 from bot.platforms.local import PostAction, PostMessage, RoomHub, message_json
 from handlers.commands import Intent
 from handlers.dispatch import Dispatcher
-from handlers.parse import parse
+from handlers.parse import could_be_command, parse
 from storage import local_room
 from storage.db import Database
 from storage.models import LocalMessage, Person
@@ -118,9 +118,17 @@ class LocalRoomBackend:
         self.bot_names = tuple(bot_names)
         self.clock = clock
         self.names: dict[str, str] = {}  # person id -> name, for the page (a cache)
-        self.writer: GroupCommit[local_room.Post, local_room.Stored] = GroupCommit(
-            db, self._write, committed=self._committed
-        )
+        self.writer: GroupCommit[local_room.Post, local_room.Stored]
+        if db.is_sqlite:
+            appender = local_room.SqliteAppender(db.sqlite_connection)
+            self.writer = ThreadedGroupCommit(
+                db,
+                lambda posts: appender.append(posts, now=clock(), inbound=self._inbound_payload),
+                close=appender.close,
+                committed=self._committed,
+            )
+        else:
+            self.writer = GroupCommit(db, self._write, committed=self._committed)
 
     async def start(self) -> None:
         """Load the name cache and start the writer."""
@@ -158,8 +166,15 @@ class LocalRoomBackend:
 
     def _committed(self, posts: list[local_room.Post], stored: Sequence[local_room.Stored]) -> None:
         now = self.clock()
+        watched = self.hub.subscribers > 0
         for post, result in zip(posts, stored, strict=True):
             if result.duplicate:
+                continue
+            if post.actionable and self.chat is not None:
+                self.chat.gate.spawn(
+                    "local", f"msg:{result.id}", self._inbound_payload(result.id, post)
+                )
+            if not watched:
                 continue
             self.hub.publish(
                 "message",
@@ -175,18 +190,16 @@ class LocalRoomBackend:
                     edited_at=None,
                 ),
             )
-            if post.actionable and self.chat is not None:
-                self.chat.gate.spawn(
-                    "local", f"msg:{result.id}", self._inbound_payload(result.id, post)
-                )
 
     async def post(self, body: PostMessage) -> tuple[int, bool]:
         """Store a post durably (group commit); chatter from known people is not processed."""
         known = body.sender in self.names
         actionable = True
-        if known and body.to is None:
+        if known and body.to is None and could_be_command(body.text):
             command = parse(body.text, bot_names=self.bot_names)
             actionable = command.intent is not Intent.NONE or command.addressed
+        elif known and body.to is None:
+            actionable = False  # chatter: stored in the room, nothing to process
         if not known and body.name:
             self.names.setdefault(body.sender, body.name)
         stored = await self.writer.submit(

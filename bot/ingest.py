@@ -11,6 +11,7 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Generic, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -87,8 +88,7 @@ class GroupCommit(Generic[T, R]):
     async def _commit(self, batch: list[tuple[T, asyncio.Future[R]]]) -> None:
         items = [item for item, _ in batch]
         try:
-            async with self.db.transaction() as session:
-                results = await self.write(session, items)
+            results = await self._write_batch(items)
         except Exception as exc:
             log.warning("a batch of %d writes failed: %s", len(items), exc)
             for _, future in batch:
@@ -105,3 +105,42 @@ class GroupCommit(Generic[T, R]):
                 self.committed(items, results)
             except Exception:
                 log.exception("after-commit hook failed")
+
+    async def _write_batch(self, items: list[T]) -> Sequence[R]:
+        async with self.db.transaction() as session:
+            return await self.write(session, items)
+
+
+class ThreadedGroupCommit(GroupCommit[T, R]):
+    """The same, with each batch written by a blocking function on one dedicated thread (the
+    SQLite fast path: one thread hop per batch instead of driver round-trips per row)."""
+
+    def __init__(
+        self,
+        db: Database,
+        write: Callable[[list[T]], Sequence[R]],
+        *,
+        close: Callable[[], None] | None = None,
+        committed: Committed[T, R] | None = None,
+        max_batch: int = 512,
+    ) -> None:
+        super().__init__(db, self._unused, committed=committed, max_batch=max_batch)
+        self.write_sync = write
+        self.close_sync = close
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="workbot-ingest")
+
+    @staticmethod
+    async def _unused(session: AsyncSession, items: list[T]) -> Sequence[R]:
+        raise AssertionError("ThreadedGroupCommit writes on its own thread")
+
+    async def _write_batch(self, items: list[T]) -> Sequence[R]:
+        loop = asyncio.get_running_loop()
+        async with self.db.write_slot():
+            return await loop.run_in_executor(self._thread, self.write_sync, items)
+
+    async def stop(self) -> None:
+        """Write what is queued, close the connection on its own thread, and stop."""
+        await super().stop()
+        if self.close_sync is not None:
+            await asyncio.get_running_loop().run_in_executor(self._thread, self.close_sync)
+        self._thread.shutdown(wait=True)

@@ -16,6 +16,7 @@ __all__ = [
     "DEFAULT_DEADLINE_TIME",
     "MAX_CHARS",
     "UNITS",
+    "could_be_command",
     "parse",
     "parse_deadline",
 ]
@@ -884,3 +885,26 @@ def _offset(text: str) -> dt.timezone | None:
         return None
     delta = dt.timedelta(hours=hours, minutes=minutes)
     return dt.timezone(-delta if text[0] == "-" else delta)
+
+
+# Every intent needs one of these: an ack or "not received" word (收/阅/悉) or a mention (@)
+# or a slash anywhere, or a command word at the start. Chatter has none of them, and is
+# settled by one regex search instead of a full parse (the local group's ingest path runs
+# this for every message).
+_MAYBE = re.compile(
+    r"[/／@＠收阅悉]|^\W*(?:、|"
+    + "|".join(sorted(set(_ZH_WORDS) | set(_EN_WORDS), key=len, reverse=True))
+    + ")",
+    re.IGNORECASE,
+)
+
+
+def could_be_command(text: str) -> bool:
+    """False only when parse(text) is surely Intent.NONE and not addressed (a fast filter)."""
+    head = text[:MAX_CHARS]
+    if _MAYBE.search(head):
+        return True
+    if head.isascii():
+        return False
+    folded = unicodedata.normalize("NFKC", head)
+    return folded != head and _MAYBE.search(folded) is not None

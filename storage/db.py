@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -24,7 +25,7 @@ _WAKE = "workbot_wake"
 WakeListener = Callable[[set[str]], None]
 
 
-def _sqlite_connect(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
+def _sqlite_connect(dbapi_connection: Any, _record: ConnectionPoolEntry | None) -> None:
     """Durable, consistent SQLite: WAL, fsync on commit, enforced foreign keys."""
     # Let SQLAlchemy (our "begin" hook) own BEGIN instead of the driver's implicit one.
     dbapi_connection.isolation_level = None
@@ -114,6 +115,23 @@ class Database:
         topics: set[str] = session.info.pop(_WAKE, set())
         for listener in list(self.wake_listeners) if topics else ():
             listener(topics)
+
+    @asynccontextmanager
+    async def write_slot(self) -> AsyncIterator[None]:
+        """For a writer with its own connection: wait for this process's SQLite write turn
+        (a no-op on PostgreSQL), so it queues in-process instead of on the file lock."""
+        if self._write_lock is None:
+            yield
+        else:
+            async with self._write_lock:
+                yield
+
+    def sqlite_connection(self) -> sqlite3.Connection:
+        """A new plain sqlite3 connection to this database, set up like the engine's."""
+        path = self.url.database or ""
+        conn = sqlite3.connect(path, timeout=10, isolation_level=None, check_same_thread=False)
+        _sqlite_connect(conn, None)
+        return conn
 
     @staticmethod
     def wake(session: AsyncSession, topic: str) -> None:

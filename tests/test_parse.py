@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 import handlers.parse as parse_module
 from handlers.commands import Command, FeedbackCategory, Intent, MetricValue, NoticeFields
-from handlers.parse import UNITS, parse, parse_deadline
+from handlers.parse import UNITS, could_be_command, parse, parse_deadline
 
 BOT_NAMES = ("workbot", "@办公助手")
 SHANGHAI = ZoneInfo("Asia/Shanghai")
@@ -808,3 +808,16 @@ def test_parse_stays_fast_on_huge_text(text: str) -> None:
     started = time.perf_counter()
     assert isinstance(parse(text, bot_names=BOT_NAMES), Command)
     assert time.perf_counter() - started < 2.0
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.one_of(st.text(max_size=60), messages))
+def test_the_fast_filter_never_hides_a_command(text: str) -> None:
+    if not could_be_command(text):
+        command = parse(text, bot_names=("workbot", "办公助手"))
+        assert command.intent is Intent.NONE and not command.addressed, command
+
+
+@pytest.mark.parametrize("text", ["今天下午三点开会，请大家准时参加", "bench message 1: ready"])
+def test_chatter_is_settled_by_the_fast_filter(text: str) -> None:
+    assert not could_be_command(text)

@@ -110,6 +110,8 @@ class RoomHub:
 
     def publish(self, kind: str, message: Mapping[str, Any]) -> None:
         """Send one event to every subscriber; one that has fallen far behind is dropped."""
+        if not self._subscribers:
+            return
         frame = f"event: {kind}\ndata: {json.dumps(message, ensure_ascii=False)}\n\n"
         for queue in list(self._subscribers):
             if queue.qsize() >= self._backlog:
