@@ -123,7 +123,11 @@ async def refresh_tally(
 
     Edits coalesce: while an earlier tally edit is still waiting to be sent, its payload is
     replaced instead of queueing another, so a burst of acks costs one edit, not one each.
+    On a platform that cannot edit, nothing is posted: a new message per ack is exactly the
+    flood the bot must not become.
     """
+    if not ctx.group_capabilities.edit:
+        return None
     post = (
         await session.execute(
             select(OutboxMessage).where(OutboxMessage.idempotency_key == f"notice:{notice_id}:post")

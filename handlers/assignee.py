@@ -61,6 +61,11 @@ async def ack(ctx: HandlerContext) -> None:
     )
     if change.changed:
         await refresh_tally(ctx.session, ctx.bot, resolved.notice.id, now=ctx.now)
+        if not ctx.bot.group_capabilities.edit and ctx.private and not resolved.others:
+            # No tally to edit in the group: the sender hears it privately instead.
+            await ctx.reply(
+                ctx.t("chat.ack_recorded", id=resolved.notice.id, title=resolved.notice.title)
+            )
     await _say_which(ctx, resolved)
 
 

@@ -53,6 +53,11 @@ class HandlerContext:
         """The bot's translator."""
         return self.bot.t
 
+    @property
+    def private(self) -> bool:
+        """Whether replies reach the sender privately (names may only travel that way)."""
+        return self.incoming.is_direct or self.capabilities.dm
+
     def private_target(self) -> Target:
         """The sender's private chat with the bot on the platform the event came from."""
         return Target(self.incoming.platform, TargetKind.PERSON.value, self.incoming.sender_uid)
@@ -62,7 +67,7 @@ class HandlerContext:
     ) -> None:
         """Answer the sender: privately where the platform can, else as a reply in the group."""
         body = message or OutboundMessage(text=text)
-        if self.incoming.is_direct or self.capabilities.dm:
+        if self.private:
             target = self.private_target()
         else:
             target = Target(self.incoming.platform, TargetKind.CHAT.value, self.incoming.chat_id)

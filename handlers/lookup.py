@@ -5,6 +5,7 @@ from __future__ import annotations
 from bot.render import when
 from handlers.commands import Intent
 from handlers.context import HandlerContext
+from handlers.errors import Refusal
 from handlers.resolve import required_notice
 from handlers.router import Router
 from storage import queries
@@ -38,6 +39,8 @@ async def pending(ctx: HandlerContext) -> None:
     command = ctx.command
     if command.everyone or command.notice_id is not None:
         ctx.actor.require("pending_all", Role.OFFICE)
+        if not ctx.private:
+            raise Refusal("chat.names_need_dm")  # a group message never carries names
         if command.notice_id is not None:
             notice = await required_notice(ctx, "待办 #12")
             names = await _pending_names(ctx, notice.id)
@@ -104,7 +107,7 @@ async def status(ctx: HandlerContext) -> None:
             overdue=c["overdue"],
         ),
     ]
-    if _is_office(ctx):
+    if _is_office(ctx) and ctx.private:
         names = await _pending_names(ctx, notice.id)
         if names:
             lines.append(ctx.t("chat.status_names", count=len(names)))

@@ -117,6 +117,8 @@ MESSAGES: dict[str, str] = {
     "notice_key.requires": "requires",
     "notice_key.doc": "doc",
     "notice_key.plan": "plan",
+    "chat.names_need_dm": "Names are only sent privately: ask the bot in a direct message.",
+    "chat.ack_recorded": 'Acknowledged #{id} "{title}".',
     "chat.notice_ref": '#{id} "{title}"',
     "chat.acted_on": 'Done for #{id} "{title}". You have {count} more open: {others} (name one with "#id").',
     "chat.nothing_to_ack": "You have no notices waiting for acknowledgment.",

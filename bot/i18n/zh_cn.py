@@ -121,6 +121,8 @@ MESSAGES: dict[str, str] = {
     "notice_key.requires": "要求",
     "notice_key.doc": "文号",
     "notice_key.plan": "计划",
+    "chat.names_need_dm": "名单只能私聊发送：请私聊机器人查询。",
+    "chat.ack_recorded": "已确认收到 #{id}《{title}》。",
     "chat.notice_ref": "#{id}《{title}》",
     "chat.acted_on": "已处理 #{id}《{title}》。您还有 {count} 项待办：{others}（可加编号指定，如“收到 #编号”）。",
     "chat.nothing_to_ack": "您目前没有待确认的通知。",
