@@ -9,6 +9,7 @@ from bot.acklinks import AckLinks
 from bot.config import Config
 from bot.i18n import Translator
 from bot.platforms.base import Capabilities, TargetKind
+from bot.platforms.registry import capabilities_of
 from bot.scheduler.calendar import WorkCalendar
 from storage.outbox import Target
 
@@ -35,4 +36,5 @@ class BotContext:
             tz=tz,
             calendar=WorkCalendar.from_config(config.schedule, tz),
             group=Target(config.group.platform, TargetKind.CHAT.value, config.group.chat_id),
+            group_capabilities=capabilities_of(config.group.platform),
         )

@@ -5,9 +5,19 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from bot.config import Config
-from bot.platforms.base import Platform
+from bot.platforms.base import Capabilities, Platform
 from bot.platforms.local import LocalPlatform
 from bot.platforms.webhook import WebhookPlatform
+
+
+def capabilities_of(platform: str) -> Capabilities:
+    """What an adapter can do, known before it is built (unknown platforms: nothing)."""
+    adapters: dict[str, type[LocalPlatform] | type[WebhookPlatform]] = {
+        "local": LocalPlatform,
+        "webhook": WebhookPlatform,
+    }
+    adapter = adapters.get(platform)
+    return adapter.capabilities if adapter is not None else Capabilities()
 
 
 class PlatformUnavailable(Exception):
