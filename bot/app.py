@@ -15,6 +15,7 @@ from typing import Any
 
 from aiohttp import web
 from sqlalchemy import func, select, text
+from sqlalchemy.exc import IntegrityError
 
 from bot import __version__
 from bot.acklinks import AckLinks
@@ -310,13 +311,16 @@ DEMO_PEOPLE = Path(__file__).parent / "platforms" / "local_demo_people.csv"
 async def seed_demo_directory(db: Database) -> None:
     """On the embedded default (the local group) with an empty directory, add eight demo
     people, an office among them, so that a newcomer can play both sides at once."""
-    async with db.transaction() as session:
-        if await session.scalar(select(func.count()).select_from(Person)):
-            return
-        parsed = directory.parse_people_csv(DEMO_PEOPLE.read_bytes())
-        await directory.upsert_people(
-            session, parsed, actor=Actor.system("local-demo"), now=utcnow()
-        )
+    try:
+        async with db.transaction() as session:
+            if await session.scalar(select(func.count()).select_from(Person)):
+                return
+            parsed = directory.parse_people_csv(DEMO_PEOPLE.read_bytes())
+            await directory.upsert_people(
+                session, parsed, actor=Actor.system("local-demo"), now=utcnow()
+            )
+    except IntegrityError:
+        return  # another worker starting at the same moment seeded it first
     log.warning(
         "the directory was empty: added the local group's 8 demo people "
         "(`workbot people import FILE` adds your own)"
