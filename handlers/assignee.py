@@ -35,19 +35,22 @@ async def _say_which(ctx: HandlerContext, resolved: Resolved) -> None:
         )
 
 
-async def _nothing(ctx: HandlerContext, key: str) -> None:
-    """Nothing pending: say so only to someone who addressed the bot (a bare 收到 in the group
-    may well be meant for a colleague)."""
-    if ctx.command.addressed or ctx.incoming.is_direct or ctx.command.intent is not Intent.ACK:
-        await ctx.reply(ctx.t(key))
+async def _resolve(ctx: HandlerContext, *, ack_step: bool = False) -> Resolved | None:
+    """The notice this step is about; when there is none, say so, but only to someone who
+    addressed the bot (a bare 收到 in the group may well be meant for a colleague)."""
+    resolved = await resolve_for(ctx, ack_step=ack_step)
+    if resolved is None:
+        key = "chat.nothing_to_ack" if ack_step else "chat.nothing_pending"
+        if ctx.command.addressed or ctx.incoming.is_direct or ctx.command.intent is not Intent.ACK:
+            await ctx.reply(ctx.t(key))
+    return resolved
 
 
 @router.command(Intent.ACK, usage="help.ack")
 async def ack(ctx: HandlerContext) -> None:
     """收到: acknowledge; the tally edit in place is the only visible answer."""
-    resolved = await resolve_for(ctx, ack_step=True)
+    resolved = await _resolve(ctx, ack_step=True)
     if resolved is None:
-        await _nothing(ctx, "chat.nothing_to_ack")
         return
     change = await domain.acknowledge(
         ctx.session,
@@ -72,9 +75,8 @@ async def ack(ctx: HandlerContext) -> None:
 @router.command(Intent.NOT_ACK, usage="")
 async def not_ack(ctx: HandlerContext) -> None:
     """没收到: send the notice again, privately, to the person who missed it."""
-    resolved = await resolve_for(ctx, ack_step=False)
+    resolved = await _resolve(ctx)
     if resolved is None:
-        await _nothing(ctx, "chat.nothing_pending")
         return
     notice = resolved.notice
     if notice.state is not NoticeState.OPEN:
@@ -87,9 +89,8 @@ async def not_ack(ctx: HandlerContext) -> None:
 @router.command(Intent.PROGRESS, usage="help.progress")
 async def progress(ctx: HandlerContext) -> None:
     """进度: record a progress report (the first one also acknowledges)."""
-    resolved = await resolve_for(ctx, ack_step=False)
+    resolved = await _resolve(ctx)
     if resolved is None:
-        await _nothing(ctx, "chat.nothing_pending")
         return
     await domain.report_progress(
         ctx.session,
@@ -118,9 +119,8 @@ async def progress(ctx: HandlerContext) -> None:
 @router.command(Intent.DONE, usage="help.done")
 async def done(ctx: HandlerContext) -> None:
     """完成: record the outcome (措施 / 成效 / metrics); the assignment becomes done."""
-    resolved = await resolve_for(ctx, ack_step=False)
+    resolved = await _resolve(ctx)
     if resolved is None:
-        await _nothing(ctx, "chat.nothing_pending")
         return
     command = ctx.command
     await domain.record_outcome(
@@ -151,9 +151,8 @@ async def done(ctx: HandlerContext) -> None:
 @router.command(Intent.FEEDBACK, usage="help.feedback")
 async def feedback(ctx: HandlerContext) -> None:
     """反馈: deadline too tight, a duplicate demand, unclear: counted in the burden report."""
-    resolved = await resolve_for(ctx, ack_step=False)
+    resolved = await _resolve(ctx)
     if resolved is None:
-        await _nothing(ctx, "chat.nothing_pending")
         return
     category = ctx.command.feedback
     kind = FeedbackKind(category.value) if category is not None else FeedbackKind.OTHER

@@ -160,26 +160,25 @@ async def excuse(ctx: HandlerContext) -> None:
     await ctx.reply(ctx.t("chat.excused", id=target.id, title=target.title, name=person.name))
 
 
+async def _finish(ctx: HandlerContext, example: str, reply_key: str) -> None:
+    """办结 / 撤回: end the notice, edit its card (已办结 / 已撤回, no button) in place."""
+    target = await required_notice(ctx, example)
+    end = domain.close_notice if ctx.command.intent is Intent.CLOSE else domain.cancel_notice
+    await end(ctx.session, target.id, actor=ctx.actor, now=ctx.now, reason=ctx.command.text)
+    await refresh_tally(ctx.session, ctx.bot, target.id, now=ctx.now)
+    await ctx.reply(ctx.t(reply_key, id=target.id, title=target.title))
+
+
 @router.command(Intent.CLOSE, roles=OFFICE, usage="help.close")
 async def close(ctx: HandlerContext) -> None:
-    """办结 #12: close the notice; its card shows 已办结 and its reminders are dropped."""
-    target = await required_notice(ctx, "办结 #12")
-    await domain.close_notice(
-        ctx.session, target.id, actor=ctx.actor, now=ctx.now, reason=ctx.command.text
-    )
-    await refresh_tally(ctx.session, ctx.bot, target.id, now=ctx.now)
-    await ctx.reply(ctx.t("chat.closed", id=target.id, title=target.title))
+    """办结 #12: close the notice; its reminders are dropped."""
+    await _finish(ctx, "办结 #12", "chat.closed")
 
 
 @router.command(Intent.CANCEL, roles=OFFICE, usage="help.cancel")
 async def cancel(ctx: HandlerContext) -> None:
-    """撤回 #12: cancel the notice; its card shows 已撤回 and its reminders are dropped."""
-    target = await required_notice(ctx, "撤回 #12")
-    await domain.cancel_notice(
-        ctx.session, target.id, actor=ctx.actor, now=ctx.now, reason=ctx.command.text
-    )
-    await refresh_tally(ctx.session, ctx.bot, target.id, now=ctx.now)
-    await ctx.reply(ctx.t("chat.cancelled", id=target.id, title=target.title))
+    """撤回 #12: cancel the notice; its reminders are dropped."""
+    await _finish(ctx, "撤回 #12", "chat.cancelled")
 
 
 _MONTH = re.compile(r"^(\d{4})-(\d{1,2})$")
