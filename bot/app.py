@@ -24,6 +24,7 @@ from bot.appkeys import (
     CHAT,
     CONFIG,
     DATABASE,
+    EGOV_SECRET,
     ENVIRON,
     LOCAL_ROUTES,
     METRICS,
@@ -43,7 +44,7 @@ from bot.platforms.local import LocalPlatform, LocalRoutes, RoomHub
 from bot.platforms.registry import build_platforms
 from bot.scheduler import tasks
 from bot.scheduler.runner import Scheduler
-from bot.web import acklinks
+from bot.web import acklinks, egov
 from handlers.dispatch import Dispatcher
 from storage import directory, jobs, outbox, settings
 from storage.db import Database
@@ -352,6 +353,8 @@ def create_app(
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics_endpoint)
     acklinks.add_routes(app.router)
+    app[EGOV_SECRET] = config.egov.secret(environ) or ""
+    egov.add_routes(app.router)
     if serves_local(config):
         routes = LocalRoutes(app[ROOM_HUB], language=config.bot.language)
         routes.add_to(app.router)

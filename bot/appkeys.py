@@ -28,3 +28,4 @@ CHAT = web.AppKey("chat", ChatService)
 ROOM = web.AppKey("room", LocalRoomBackend)
 ROOM_HUB = web.AppKey("room_hub", RoomHub)
 LOCAL_ROUTES = web.AppKey("local_routes", LocalRoutes)
+EGOV_SECRET = web.AppKey("egov_secret", str)  # "" when the e-gov API is off
