@@ -44,7 +44,7 @@ from bot.platforms.local import LocalPlatform, LocalRoutes, RoomHub
 from bot.platforms.registry import build_platforms
 from bot.scheduler import tasks
 from bot.scheduler.runner import Scheduler
-from bot.web import acklinks, egov
+from bot.web import acklinks, egov, egov_callbacks
 from handlers.dispatch import Dispatcher
 from storage import directory, jobs, outbox, settings
 from storage.db import Database
@@ -202,11 +202,22 @@ async def workers_ctx(app: web.Application) -> AsyncIterator[None]:
     app[SENDER] = sender
     app[SCHEDULER] = scheduler
 
+    feed = None
+    if "egov" in platforms:
+        # Changes made by another process (the CLI) wake nobody on SQLite: look every 5 s.
+        feed = egov_callbacks.CallbackFeed(
+            db, ctx, clock=utcnow, max_idle=5.0 if db.is_sqlite else 60.0
+        )
+        async with db.transaction() as session:
+            await egov_callbacks.start_cursor(session)
+
     def wake(topics: set[str]) -> None:
         if "outbox" in topics:
             sender.wake()
         if "jobs" in topics:
             scheduler.wake()
+        if "audit" in topics and feed is not None:
+            feed.wake()
 
     db.wake_listeners.append(wake)
     listener = PgWakeListener(db, wake)
@@ -217,6 +228,8 @@ async def workers_ctx(app: web.Application) -> AsyncIterator[None]:
         asyncio.create_task(sender.run(), name="workbot-delivery"),
         asyncio.create_task(scheduler.run(), name="workbot-scheduler"),
     ]
+    if feed is not None:
+        running.append(asyncio.create_task(feed.run(), name="workbot-egov-callbacks"))
     yield
     for task in running:
         task.cancel()

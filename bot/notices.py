@@ -18,11 +18,12 @@ from storage import jobs, outbox, queries
 from storage.domain import Actor, NoticeDraft, create_notice
 from storage.models import Assignment, Notice, OutboxMessage, PersonIdentity
 from storage.outbox import Target
-from storage.types import AssignmentState, OutboxState
+from storage.types import AssignmentState, NoticeSource, OutboxState
 
 JOB_REMIND = "remind"
 JOB_ESCALATE = "escalate"
 JOB_DIGEST = "digest"
+JOB_OVERDUE = "overdue"
 
 PURPOSE_NOTICE = "notice"
 PURPOSE_TALLY = "tally"
@@ -99,6 +100,17 @@ async def plan_jobs(
             key=f"remind:{notice.id}:{seconds}",
             due_at=due,
             payload={"notice_id": notice.id, "offset": seconds},
+            now=now,
+            notice_id=notice.id,
+        )
+    if notice.source is NoticeSource.EGOV:
+        # The portal hears about an overdue notice at its deadline, working day or not.
+        await jobs.schedule(
+            session,
+            kind=JOB_OVERDUE,
+            key=f"overdue:{notice.id}",
+            due_at=notice.deadline,
+            payload={"notice_id": notice.id},
             now=now,
             notice_id=notice.id,
         )

@@ -10,13 +10,15 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from storage.db import Database
 from storage.models import AuditEvent, AuditHead
 from storage.types import UTC
 
 GENESIS = "0" * 64
+WAKE_CHANNEL = "workbot_wake"  # the channel storage.outbox.notify_wake uses too
 HEAD_ID = 1
 
 
@@ -109,6 +111,11 @@ async def append(
     head.seq = seq
     head.hash = digest
     await session.flush()
+    # Feeds that follow the trail look again after the commit: in this process, and on
+    # PostgreSQL in every worker (the CLI is another process).
+    Database.wake(session, "audit")
+    if session.get_bind().dialect.name == "postgresql":
+        await session.execute(text("SELECT pg_notify(:c, 'audit')"), {"c": WAKE_CHANNEL})
     return event
 
 
@@ -163,3 +170,20 @@ async def verify(session: AsyncSession) -> VerifyResult:
             " (rows were deleted from the end)",
         )
     return VerifyResult(True, checked)
+
+
+async def events_after(session: AsyncSession, seq: int, *, limit: int = 200) -> list[AuditEvent]:
+    """The events after a sequence number, in order (for feeds that follow the trail)."""
+    return list(
+        (
+            await session.scalars(
+                select(AuditEvent).where(AuditEvent.seq > seq).order_by(AuditEvent.seq).limit(limit)
+            )
+        ).all()
+    )
+
+
+async def last_seq(session: AsyncSession) -> int:
+    """The sequence number of the newest event (0 when there is none)."""
+    head = await session.get(AuditHead, HEAD_ID)
+    return int(head.seq) if head is not None else 0

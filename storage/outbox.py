@@ -24,7 +24,7 @@ from storage.errors import InvalidValue
 from storage.models import NoticeMessage, OutboxMessage
 from storage.types import OutboxState, UTCDateTime
 
-WAKE_CHANNEL = "workbot_wake"
+WAKE_CHANNEL = audit.WAKE_CHANNEL
 
 
 @dataclass(frozen=True)

@@ -21,3 +21,10 @@ async def get_or_create(session: AsyncSession, key: str, make: Callable[[], str]
     value = await session.scalar(select(BotSetting.value).where(BotSetting.key == key))
     assert value is not None
     return value
+
+
+async def locked(session: AsyncSession, key: str) -> BotSetting | None:
+    """The setting's row, locked for this transaction (one worker at a time on PostgreSQL)."""
+    return (
+        await session.execute(select(BotSetting).where(BotSetting.key == key).with_for_update())
+    ).scalar_one_or_none()

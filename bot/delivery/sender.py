@@ -158,6 +158,7 @@ class Sender(WakeableLoop):
             target=row.target,
             message=OutboundMessage.from_payload(row.payload),
             edit_of=edit_of,
+            payload=row.payload,
         )
         limits = platform.rate_limits(delivery)
         wait, taken_at = await self._take_slots(limits)

@@ -164,6 +164,7 @@ class Delivery:
     target: str
     message: OutboundMessage
     edit_of: str | None = None
+    payload: Mapping[str, Any] = field(default_factory=dict)  # the outbox row's raw payload
 
 
 @dataclass(frozen=True)

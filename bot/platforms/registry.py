@@ -6,6 +6,7 @@ from collections.abc import Mapping
 
 from bot.config import Config
 from bot.platforms.base import Capabilities, Platform
+from bot.platforms.egov_callback import EgovCallbackPlatform
 from bot.platforms.local import LocalPlatform
 from bot.platforms.webhook import WebhookPlatform
 
@@ -42,6 +43,9 @@ def build_platforms(
                 f"platforms.webhook: environment variable {webhook.token_env} is not set"
             )
         platforms["webhook"] = WebhookPlatform(webhook, webhook.token(environ))
+    secret = config.egov.secret(environ)
+    if config.egov.callback_url and secret:
+        platforms["egov"] = EgovCallbackPlatform(secret)  # the portal's status callbacks
     available.update(platforms)
     if config.group.platform not in available:
         raise PlatformUnavailable(

@@ -14,6 +14,7 @@ from bot.context import BotContext
 from bot.notices import (
     JOB_DIGEST,
     JOB_ESCALATE,
+    JOB_OVERDUE,
     JOB_REMIND,
     PURPOSE_DIGEST,
     PURPOSE_ESCALATION,
@@ -22,6 +23,7 @@ from bot.notices import (
     view_of,
 )
 from bot.scheduler.runner import JobHandler, Reschedule
+from bot.web import egov_callbacks
 from storage import jobs, outbox, queries
 from storage.models import Job, Notice, Person
 from storage.types import NoticeState, Role
@@ -33,7 +35,13 @@ def handlers(ctx: BotContext) -> dict[str, JobHandler]:
         JOB_REMIND: partial(remind, ctx),
         JOB_ESCALATE: partial(escalate, ctx),
         JOB_DIGEST: partial(digest, ctx),
+        JOB_OVERDUE: partial(overdue, ctx),
     }
+
+
+async def overdue(ctx: BotContext, session: AsyncSession, job: Job, now: dt.datetime) -> None:
+    """A portal notice's deadline passed: the portal's notice.overdue callback, if owed."""
+    await egov_callbacks.notice_overdue(session, ctx, int(job.payload["notice_id"]), now)
 
 
 def _working_now(ctx: BotContext, now: dt.datetime) -> None:

@@ -1,0 +1,250 @@
+"""Status callbacks to the portal: signed, retried with backoff, delivered once per event."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+from sqlalchemy import select
+
+from bot.app import create_app
+from bot.appkeys import DATABASE
+from bot.config import validate_config
+from bot.web import signing
+from storage import domain
+from storage.db import Database
+from storage.models import Job, OutboxMessage, Person
+from storage.types import Channel, OutboxState
+
+from support import seed_people
+
+SECRET = "portal-shared-secret"
+ENVIRON = {"WORKBOT_EGOV_SECRET": SECRET}
+
+
+@dataclass
+class FakePortal:
+    """The portal's callback receiver: checks signatures like the portal would."""
+
+    fail_first: int = 0
+    attempts: list[dict[str, Any]] = field(default_factory=list)
+    accepted: list[dict[str, Any]] = field(default_factory=list)
+    refused: list[str] = field(default_factory=list)
+    url: str = ""
+
+    async def handle(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        try:
+            signing.verify(
+                SECRET,
+                timestamp=request.headers.get(signing.TIMESTAMP_HEADER),
+                signature=request.headers.get(signing.SIGNATURE_HEADER),
+                method=request.method,
+                path_with_query=request.raw_path,
+                body=body,
+                now=time.time(),
+                max_skew=300,
+            )
+        except signing.SignatureError as exc:
+            self.refused.append(exc.code)
+            return web.json_response({"error": exc.code}, status=401)
+        event = json.loads(body)
+        self.attempts.append(event)
+        if len(self.attempts) <= self.fail_first:
+            return web.json_response({"error": "busy"}, status=500)
+        if all(e["delivery_id"] != event["delivery_id"] for e in self.accepted):
+            self.accepted.append(event)
+        return web.json_response({"ok": True})
+
+
+@pytest.fixture
+async def portal() -> AsyncIterator[FakePortal]:
+    fake = FakePortal()
+    app = web.Application()
+    app.router.add_post("/callbacks/workbot", fake.handle)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    fake.url = str(server.make_url("/callbacks/workbot?tenant=yc"))
+    yield fake
+    await server.close()
+
+
+def config(db: Database, callback_url: str) -> Any:
+    raw = {
+        "database": {"url": db.url.render_as_string(hide_password=False)},
+        "egov": {"callback_url": callback_url},
+        "delivery": {"backoff_base": "1s", "backoff_cap": "2s"},
+    }
+    return validate_config(raw, "<test>", ENVIRON)
+
+
+async def post_notice(client: TestClient[Any, Any], external_id: str, **extra: Any) -> int:
+    body = json.dumps(
+        {
+            "external_id": external_id,
+            "title": "关于报送作业管理自查情况的通知",
+            "issuer": {"department": "办公室"},
+            "requires": "outcome",
+            "deadline": "2030-12-10T17:00:00+08:00",
+            "audience": {"people": ["p001", "p002"]},
+            **extra,
+        },
+        ensure_ascii=False,
+    ).encode()
+    headers = signing.headers(SECRET, "POST", "/egov/v1/notices", body, now=time.time())
+    headers["Content-Type"] = "application/json"
+    resp = await client.post("/egov/v1/notices", data=body, headers=headers)
+    assert resp.status == 201, await resp.text()
+    return int((await resp.json())["id"])
+
+
+async def wait_for(predicate: Any, seconds: float = 20, what: Any = None) -> None:
+    deadline = time.monotonic() + seconds
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met in time: {what() if what else ''}")
+        await asyncio.sleep(0.05)
+
+
+async def act(db: Database, notice_id: int, person_id: str, what: str) -> None:
+    now = dt.datetime.now(dt.UTC)
+    async with db.transaction() as s:
+        person = await s.get(Person, person_id)
+        assert person is not None
+        actor = domain.Actor.of(person)
+        if what == "ack":
+            await domain.acknowledge(
+                s, notice_id, person_id, channel=Channel.GROUP, actor=actor, now=now
+            )
+        elif what == "progress":
+            await domain.report_progress(
+                s,
+                notice_id,
+                person_id,
+                text="已完成初稿",
+                percent=60,
+                channel=Channel.DM,
+                actor=actor,
+                now=now,
+            )
+        else:
+            await domain.record_outcome(
+                s,
+                notice_id,
+                person_id,
+                measures=["组织自查"],
+                results="发文数量减少30%",
+                channel=Channel.GROUP,
+                actor=actor,
+                now=now,
+            )
+
+
+async def test_an_event_survives_two_receiver_errors_and_arrives_once_signed(
+    db: Database, portal: FakePortal
+) -> None:
+    await seed_people(db, dt.datetime.now(dt.UTC))
+    portal.fail_first = 2
+    app = create_app(config(db, portal.url), ENVIRON)
+    async with TestClient(TestServer(app)) as client:
+        notice_id = await post_notice(client, "portal-2019-1234")
+        await act(app[DATABASE], notice_id, "p001", "ack")
+        await wait_for(lambda: len(portal.accepted) >= 1)
+
+    (event,) = portal.accepted
+    assert len(portal.attempts) == 3  # 500, 500, then 200
+    assert [e["delivery_id"] for e in portal.attempts] == [event["delivery_id"]] * 3
+    assert portal.refused == []
+    assert event["event"] == "assignment.acknowledged"
+    assert event["notice_id"] == notice_id
+    assert event["external_id"] == "portal-2019-1234"
+    assert event["person"] == {"id": "p001", "name": "张三", "department": "基础教育科"}
+    assert event["data"]["channel"] == "group"
+    assert dt.datetime.fromisoformat(event["at"]).tzinfo is not None
+    async with db.read() as s:
+        rows = (
+            await s.scalars(select(OutboxMessage).where(OutboxMessage.platform == "egov"))
+        ).all()
+    assert [(r.state, r.attempts) for r in rows] == [(OutboxState.SENT, 3)]
+
+
+async def test_the_whole_life_of_a_portal_notice_is_reported(
+    db: Database, portal: FakePortal
+) -> None:
+    await seed_people(db, dt.datetime.now(dt.UTC))
+    app = create_app(config(db, portal.url), ENVIRON)
+    async with TestClient(TestServer(app)) as client:
+        notice_id = await post_notice(client, "portal-2019-2000")
+        same = app[DATABASE]  # the app's own handle: its commits wake the app's loops
+        await act(same, notice_id, "p001", "ack")
+        await act(same, notice_id, "p002", "progress")  # implies p002's ack: all acknowledged
+        await act(same, notice_id, "p001", "done")
+        async with same.transaction() as s:
+            await domain.close_notice(
+                s, notice_id, actor=domain.Actor.system("cli"), now=dt.datetime.now(dt.UTC)
+            )
+        await wait_for(lambda: len(portal.accepted) >= 6, what=lambda: portal.accepted)
+        await asyncio.sleep(0.2)
+
+    got = [(e["event"], (e["person"] or {}).get("id")) for e in portal.accepted]
+    assert got == [
+        ("assignment.acknowledged", "p001"),
+        ("assignment.acknowledged", "p002"),
+        ("assignment.progress", "p002"),
+        ("notice.all_acknowledged", None),
+        ("assignment.done", "p001"),
+        ("notice.closed", None),
+    ]
+    progress = portal.accepted[2]["data"]
+    assert (progress["percent"], progress["text"]) == (60, "已完成初稿")
+    done = portal.accepted[4]["data"]
+    assert (done["measures"], done["results"]) == (["组织自查"], "发文数量减少30%")
+    assert portal.accepted[5]["data"]["state"] == "closed"
+    assert len({e["delivery_id"] for e in portal.accepted}) == 6
+
+
+async def test_notices_from_other_sources_send_no_callbacks(
+    db: Database, portal: FakePortal
+) -> None:
+    from support import make_notice
+
+    now = dt.datetime.now(dt.UTC)
+    await seed_people(db, now)
+    app = create_app(config(db, portal.url), ENVIRON)
+    async with TestClient(TestServer(app)):
+        notice_id = await make_notice(app[DATABASE], now)
+        await act(app[DATABASE], notice_id, "p001", "ack")
+        await asyncio.sleep(0.5)
+    assert portal.attempts == []
+
+
+async def test_an_overdue_portal_notice_is_reported_at_its_deadline(
+    db: Database, portal: FakePortal
+) -> None:
+    from bot.appkeys import BOT
+    from bot.web.egov_callbacks import notice_overdue
+
+    await seed_people(db, dt.datetime.now(dt.UTC))
+    app = create_app(config(db, portal.url), ENVIRON)
+    async with TestClient(TestServer(app)) as client:
+        notice_id = await post_notice(client, "portal-2019-3000")
+        async with db.read() as s:
+            job = (await s.scalars(select(Job).where(Job.key == f"overdue:{notice_id}"))).one()
+        assert job.due_at == dt.datetime(2030, 12, 10, 9, 0, tzinfo=dt.UTC)
+        async with app[DATABASE].transaction() as s:
+            assert await notice_overdue(s, app[BOT], notice_id, dt.datetime.now(dt.UTC))
+        async with app[DATABASE].transaction() as s:  # at most once
+            await notice_overdue(s, app[BOT], notice_id, dt.datetime.now(dt.UTC))
+        await wait_for(lambda: len(portal.accepted) >= 1)
+        await asyncio.sleep(0.3)
+    (event,) = portal.accepted
+    assert event["event"] == "notice.overdue"
+    assert event["data"] == {"outstanding": 2}
