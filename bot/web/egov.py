@@ -17,6 +17,7 @@ from typing import Annotated, Any, Literal
 
 from aiohttp import web
 from pydantic import (
+    AfterValidator,
     AwareDatetime,
     BaseModel,
     ConfigDict,
@@ -49,7 +50,20 @@ log = logging.getLogger("workbot.egov")
 
 ACTOR = Actor.system("egov")
 
-Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
+MAX_NOTICE_ID = 2**31 - 1  # the id column is a 32-bit integer (PostgreSQL refuses more)
+
+
+def _no_nul(value: str) -> str:
+    # PostgreSQL cannot store U+0000 in text: refuse it here rather than fail in the database.
+    if "\x00" in value:
+        raise ValueError("must not contain NUL (U+0000) characters")
+    return value
+
+
+Plain = Annotated[str, AfterValidator(_no_nul)]
+Text = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1), AfterValidator(_no_nul)
+]
 
 
 class Issuer(BaseModel):
@@ -58,7 +72,7 @@ class Issuer(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     department: Annotated[Text, Field(max_length=100)]
-    name: Annotated[str, Field(max_length=100)] | None = None
+    name: Annotated[Plain, Field(max_length=100)] | None = None
 
 
 class AudienceAll(BaseModel):
@@ -90,15 +104,15 @@ class EgovNotice(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     external_id: Annotated[Text, Field(max_length=200)]
-    doc_number: Annotated[str, Field(max_length=100)] | None = None
+    doc_number: Annotated[Plain, Field(max_length=100)] | None = None
     kind: NoticeKind = NoticeKind.NOTICE
     title: Annotated[Text, Field(max_length=500)]
-    body: Annotated[str, Field(max_length=20_000)] = ""
+    body: Annotated[Plain, Field(max_length=20_000)] = ""
     issuer: Issuer
     deadline: AwareDatetime | None = None
     requires: Requires = Requires.ACK
     audience: AudienceAll | AudienceSome
-    plan_ref: Annotated[str, Field(max_length=200)] | None = None
+    plan_ref: Annotated[Plain, Field(max_length=200)] | None = None
 
 
 class NoticeCreated(BaseModel):
@@ -205,7 +219,11 @@ async def _signed_body(request: web.Request) -> bytes | web.Response:
     secret = request.app[EGOV_SECRET]
     if not secret:
         return refuse(request, 404, "egov_disabled", "the e-gov API is not enabled")
-    body = await request.read()
+    try:
+        body = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        limit = request.app[CONFIG].server.max_body_bytes
+        return refuse(request, 413, "request_entity_too_large", f"the body is over {limit} bytes")
     try:
         signing.verify(
             secret,
@@ -387,6 +405,8 @@ async def notice_status(request: web.Request) -> web.Response:
     if not raw_id.isascii() or not raw_id.isdigit() or len(raw_id) > 12:
         return refuse(request, 400, "invalid_id", "the notice id must be a positive integer")
     try:
+        if int(raw_id) > MAX_NOTICE_ID:
+            raise UnknownNotice(int(raw_id))
         async with request.app[DATABASE].read() as session:
             status = await queries.status(session, int(raw_id), dt.datetime.now(dt.UTC))
     except UnknownNotice:
