@@ -90,7 +90,15 @@ class GroupCommit(Generic[T, R]):
         try:
             results = await self._write_batch(items)
         except Exception as exc:
-            log.warning("a batch of %d writes failed: %s", len(items), exc)
+            if len(batch) > 1:
+                # One bad item must not fail the others: write them one by one instead.
+                log.warning(
+                    "a batch of %d writes failed (%s); retrying one by one", len(items), exc
+                )
+                for single in batch:
+                    await self._commit([single])
+                return
+            log.warning("a write failed: %s", exc)
             for _, future in batch:
                 if not future.done():
                     future.set_exception(exc)
