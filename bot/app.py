@@ -44,7 +44,7 @@ from bot.platforms.local import LocalPlatform, LocalRoutes, RoomHub
 from bot.platforms.registry import build_platforms
 from bot.scheduler import tasks
 from bot.scheduler.runner import Scheduler
-from bot.web import acklinks, egov, egov_callbacks
+from bot.web import acklinks, egov, egov_callbacks, openapi
 from handlers.dispatch import Dispatcher
 from storage import directory, jobs, outbox, settings
 from storage.db import Database
@@ -231,7 +231,13 @@ async def workers_ctx(app: web.Application) -> AsyncIterator[None]:
     if feed is not None:
         running.append(asyncio.create_task(feed.run(), name="workbot-egov-callbacks"))
     yield
-    for task in running:
+    # Let each loop finish its pass: cancelling one inside a transaction can leave its
+    # connection holding SQLite's write lock. Cancel only what does not stop in time.
+    for loop in (sender, scheduler, feed):
+        if loop is not None:
+            loop.stop()
+    _, late = await asyncio.wait(running, timeout=config.server.shutdown_timeout.total_seconds())
+    for task in late:
         task.cancel()
     await asyncio.gather(*running, return_exceptions=True)
     await listener.stop()
@@ -368,6 +374,7 @@ def create_app(
     acklinks.add_routes(app.router)
     app[EGOV_SECRET] = config.egov.secret(environ) or ""
     egov.add_routes(app.router)
+    openapi.add_routes(app.router)
     if serves_local(config):
         routes = LocalRoutes(app[ROOM_HUB], language=config.bot.language)
         routes.add_to(app.router)

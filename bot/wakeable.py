@@ -20,9 +20,15 @@ class WakeableLoop:
         self.max_idle = max_idle
         self._log = log
         self._wake = asyncio.Event()
+        self._stopping = False
 
     def wake(self) -> None:
         """New work was committed: end the current sleep now."""
+        self._wake.set()
+
+    def stop(self) -> None:
+        """Finish the pass under way (never cut a transaction short), then return from run()."""
+        self._stopping = True
         self._wake.set()
 
     async def one_pass(self) -> float:
@@ -36,8 +42,8 @@ class WakeableLoop:
         return min(self.max_idle, max(0.0, (due - self.clock()).total_seconds()))
 
     async def run(self) -> None:
-        """Run passes until cancelled; an error is logged and retried after 5 s."""
-        while True:
+        """Run passes until stopped or cancelled; an error is logged and retried after 5 s."""
+        while not self._stopping:
             self._wake.clear()
             try:
                 delay = await self.one_pass()
@@ -46,6 +52,6 @@ class WakeableLoop:
             except Exception:
                 self._log.exception("%s pass failed; retrying in 5 s", self.name)
                 delay = 5.0
-            if delay > 0:
+            if delay > 0 and not self._stopping:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), timeout=delay)
