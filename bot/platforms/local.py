@@ -69,6 +69,90 @@ POST_MESSAGE = TypeAdapter(PostMessage)
 POST_ACTION = TypeAdapter(PostAction)
 
 
+# The answers' shapes. The handlers build their JSON directly (message_json, directory);
+# these models document it for /openapi.json, and tests/test_openapi.py checks that the live
+# answers validate against them and carry exactly their fields.
+
+
+class MessageCreated(BaseModel):
+    """POST /local/v1/messages: 201 for a new post, 200 for a repeated client_id (same id)."""
+
+    id: int
+
+
+class ActionResult(BaseModel):
+    """POST /local/v1/actions: `processed` once the click is stored and processed, `accepted`
+    if it is stored but still being processed, `unavailable` while the chat core is down."""
+
+    status: Literal["processed", "accepted", "unavailable"]
+
+
+class ButtonDoc(BaseModel):
+    """A card button: its label, the value a click sends back (POST /local/v1/actions), and
+    for a link button the URL it opens."""
+
+    label: str
+    value: str
+    url: str | None = None
+
+
+class CardDoc(BaseModel):
+    """A bot message's card: title, body lines, a status line (the tally) and buttons."""
+
+    title: str
+    body: str
+    status: str
+    buttons: list[ButtonDoc]
+
+
+class LocalMessageDoc(BaseModel):
+    """One room message, as GET /local/v1/messages and the event stream show it.
+
+    The bot's posts have sender "bot". `to` is the person a bot DM is for, or "bot" for a
+    person's DM to the bot, and null for the group. An edit keeps the id and sets `edited_at`.
+    """
+
+    id: int
+    sender: str
+    sender_name: str
+    text: str
+    card: CardDoc | None
+    reply_to: int | None
+    to: str | None
+    ts: dt.datetime
+    edited_at: dt.datetime | None
+
+
+class MessagesDoc(BaseModel):
+    """GET /local/v1/messages: the messages after an id, oldest first."""
+
+    messages: list[LocalMessageDoc]
+
+
+class PersonDoc(BaseModel):
+    """One person one can be on the page."""
+
+    id: str
+    name: str
+    department: str
+    roles: list[str]
+
+
+class BotDoc(BaseModel):
+    """How the bot shows itself on the page."""
+
+    name: str
+
+
+class DirectoryDoc(BaseModel):
+    """GET /local/v1/directory: the people, ordered by department and id, and the bot's
+    language."""
+
+    language: str
+    bot: BotDoc
+    people: list[PersonDoc]
+
+
 class RoomBackend(Protocol):
     """What the room's API and the platform need from the core (storage and processing)."""
 
