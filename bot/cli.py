@@ -11,6 +11,7 @@ import os
 import re
 import sqlite3
 import sys
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -25,6 +26,7 @@ from bot.context import BotContext
 from bot.i18n import Translator
 from bot.notices import publish_notice
 from bot.platforms.registry import PlatformUnavailable, build_platforms
+from bot.web import signing
 from storage import audit, outbox, queries
 from storage.db import Database, DatabaseUnavailable
 from storage.directory import DirectoryFileError, Problem, parse_people_csv, upsert_people
@@ -471,6 +473,29 @@ async def cmd_outbox_retry(ctx: Context, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_egov_sign(ctx: Context, args: argparse.Namespace) -> int:
+    """Print the two signature headers of an e-gov request, for debugging an integration."""
+    name = args.secret_env or ctx.config.egov.secret_env
+    secret = ctx.environ.get(name, "")
+    if not secret:
+        raise UsageError(ctx.t("cli.egov_no_secret", name=name))
+    body = b""
+    if args.body_file == "-":
+        body = sys.stdin.buffer.read()
+    elif args.body_file is not None:
+        try:
+            body = Path(args.body_file).read_bytes()
+        except OSError as exc:
+            reason = exc.strerror or str(exc)
+            raise UsageError(
+                ctx.t("cli.egov_body_unreadable", file=args.body_file, reason=reason)
+            ) from None
+    when = time.time() if args.timestamp is None else args.timestamp
+    for header, value in signing.headers(secret, args.method, args.path, body, now=when).items():
+        ctx.print(f"{header}: {value}")
+    return EXIT_OK
+
+
 # --- wiring ---------------------------------------------------------------------------------
 
 
@@ -575,7 +600,61 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("backup", cmd_backup, "back up the database (SQLite online backup)")
     p.add_argument("file", metavar="FILE")
+
+    egov_p = sub.add_parser("egov", help="the e-gov portal API", parents=[common])
+    egov_sub = egov_p.add_subparsers(
+        dest="egov_command", required=True, metavar="COMMAND", parser_class=_Parser
+    )
+    p = add(
+        "sign",
+        cmd_egov_sign,
+        "print the X-Workbot-Timestamp and X-Workbot-Signature headers of a request",
+        egov_sub,
+    )
+    p.add_argument("--method", type=_http_method, default="POST", help="default: POST")
+    p.add_argument(
+        "--path",
+        type=_request_path,
+        default="/egov/v1/notices",
+        help="the path and query string exactly as sent (default: /egov/v1/notices)",
+    )
+    p.add_argument(
+        "--body-file",
+        metavar="FILE",
+        help="the exact body bytes; - for stdin (default: an empty body, as for GET)",
+    )
+    p.add_argument(
+        "--secret-env",
+        metavar="NAME",
+        help="the environment variable holding the secret (default: egov.secret_env)",
+    )
+    p.add_argument(
+        "--timestamp",
+        type=_unix_seconds,
+        metavar="SECONDS",
+        help="unix seconds to sign at (default: now)",
+    )
     return parser
+
+
+def _http_method(text: str) -> str:
+    if not text.isascii() or not text.isalpha():
+        raise argparse.ArgumentTypeError(f"{text!r} is not an HTTP method")
+    return text.upper()
+
+
+def _request_path(text: str) -> str:
+    if not text.startswith("/") or any(c.isspace() for c in text):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a request path (it starts with /, e.g. /egov/v1/notices)"
+        )
+    return text
+
+
+def _unix_seconds(text: str) -> int:
+    if not (text.isascii() and text.isdigit()) or len(text) > 12:
+        raise argparse.ArgumentTypeError(f"{text!r} is not unix seconds")
+    return int(text)
 
 
 def _notice_id(text: str) -> int:

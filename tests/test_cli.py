@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import io
 import sqlite3
+import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from bot.cli import main
+from bot.web import signing
 
 PEOPLE = """id,name,department,roles,phone,wecom
 p001,张三,基础教育科,staff,13800000001,zhangsan
@@ -286,3 +290,123 @@ def test_outbox_list_and_retry_a_dead_letter(run: Run, workdir: Path) -> None:
     assert code == 2 and "is pending, not dead" in err
     code, _, err = run("outbox", "retry", "99")
     assert code == 2 and "no outbox message 99" in err
+
+
+EGOV_EXAMPLE_SECRET = "example-secret-do-not-use"  # the worked example of docs/egov-api.md
+EGOV_EXAMPLE_BODY = (
+    '{"external_id":"portal-2019-1234","doc_number":"宜教办发[2019]41号","kind":"task",'
+    '"title":"关于报送作业管理自查情况的通知","issuer":{"department":"办公室","name":"王五"},'
+    '"requires":"progress","audience":{"departments":["基础教育科"],"people":["p004"]}}'
+)
+
+
+def test_egov_sign_prints_the_documented_headers(run: Run, workdir: Path) -> None:
+    body = workdir / "body.json"
+    body.write_text(EGOV_EXAMPLE_BODY, encoding="utf-8")
+    env = {"WORKBOT_EGOV_SECRET": EGOV_EXAMPLE_SECRET}
+    code, out, err = run(
+        "egov", "sign", "--method", "POST", "--path", "/egov/v1/notices",
+        "--body-file", str(body), "--timestamp", "1575250800", env=env,
+    )  # fmt: skip
+    assert (code, err) == (0, "")
+    assert out == (
+        "X-Workbot-Timestamp: 1575250800\n"
+        "X-Workbot-Signature: "
+        "sha256=0e695dedc32e4b6359dc407ac7e9638895caff357936a241a645f52239b2ba11\n"
+    )
+    # A GET has an empty body: no --body-file; the method may be written in lower case.
+    code, out, _ = run(
+        "egov", "sign", "--method", "get", "--path", "/egov/v1/notices/12",
+        "--timestamp", "1575251100", env=env,
+    )  # fmt: skip
+    assert code == 0
+    assert out.splitlines()[1] == (
+        "X-Workbot-Signature: "
+        "sha256=c3a8766adb156ea9fa91a1be5fc4bcd0efbeaf6f650c1499e44a94cf819cd0f3"
+    )
+    assert EGOV_EXAMPLE_SECRET not in out
+
+
+def test_egov_sign_signs_now_with_the_configured_variable(
+    run: Run, workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg = workdir / "portal.toml"
+    cfg.write_text('[bot]\nlanguage = "en"\n[egov]\nsecret_env = "PORTAL_SECRET"\n')
+    body = b'{"external_id": "x"}\n'
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(body)))
+    before = int(time.time())
+    code, out, err = run(
+        "egov", "sign", "-c", str(cfg), "--body-file", "-", env={"PORTAL_SECRET": "s3cret"}
+    )
+    assert (code, err) == (0, "")
+    headers = dict(line.split(": ", 1) for line in out.splitlines())
+    assert list(headers) == ["X-Workbot-Timestamp", "X-Workbot-Signature"]
+    assert before <= int(headers["X-Workbot-Timestamp"]) <= int(time.time())
+    signing.verify(  # --method and --path default to POST /egov/v1/notices
+        "s3cret",
+        timestamp=headers["X-Workbot-Timestamp"],
+        signature=headers["X-Workbot-Signature"],
+        method="POST",
+        path_with_query="/egov/v1/notices",
+        body=body,
+        now=time.time(),
+        max_skew=5,
+    )
+    # --secret-env names another variable than the config's.
+    code, out, _ = run(
+        "egov", "sign", "-c", str(cfg), "--secret-env", "OTHER", "--timestamp", "1",
+        "--path", "/egov/v1/notices/1?x=1", env={"OTHER": "other"},
+    )  # fmt: skip
+    assert code == 0
+    assert out.splitlines()[1] == "X-Workbot-Signature: " + signing.sign(
+        "other", "1", "POST", "/egov/v1/notices/1?x=1", b""
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "message"),
+    [
+        ([], {}, "environment variable WORKBOT_EGOV_SECRET is not set or empty"),
+        ([], {"WORKBOT_EGOV_SECRET": ""}, "environment variable WORKBOT_EGOV_SECRET is not set"),
+        (["--secret-env", "PORTAL_SECRET"], {"WORKBOT_EGOV_SECRET": "x"}, "PORTAL_SECRET is not"),
+        (["--body-file", "{dir}/missing.json"], {}, "{dir}/missing.json: cannot read"),
+        (["--body-file", "{dir}"], {}, "{dir}: cannot read the request body: Is a directory"),
+    ],
+)
+def test_egov_sign_refusals_name_the_variable_or_file(
+    run: Run, workdir: Path, args: list[str], env: dict[str, str], message: str
+) -> None:
+    if "--body-file" in args:
+        env = {"WORKBOT_EGOV_SECRET": "x"}
+    argv = [a.replace("{dir}", str(workdir)) for a in args]
+    code, out, err = run("egov", "sign", "--timestamp", "1", *argv, env=env)
+    assert code == 2
+    assert out == ""
+    assert message.replace("{dir}", str(workdir)) in err
+    assert err.startswith("workbot: ") and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--timestamp", "soon"],
+        ["--timestamp", "-5"],
+        ["--timestamp", "1575250800000"],
+        ["--path", "egov/v1/notices"],
+        ["--path", "http://example.org/egov/v1/notices"],
+        ["--method", "PO ST"],
+    ],
+)
+def test_egov_sign_bad_arguments_exit_2(run: Run, args: list[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        run("egov", "sign", *args, env={"WORKBOT_EGOV_SECRET": "x"})
+    assert exc.value.code == 2
+
+
+def test_egov_sign_speaks_chinese_by_default(
+    workdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cfg = workdir / "zh.toml"
+    cfg.write_text("")
+    assert main(["-c", str(cfg), "egov", "sign"], {}) == 2
+    assert "环境变量 WORKBOT_EGOV_SECRET 未设置或为空" in capsys.readouterr().err

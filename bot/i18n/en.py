@@ -98,6 +98,8 @@ MESSAGES: dict[str, str] = {
     "time.no_deadline": "no deadline",
     "cli.outbox_counts": "pending {pending}, sent {sent}, dead {dead}",
     "cli.outbox_retried": "Queued again: #{id} ({target}).",
+    "cli.egov_no_secret": "environment variable {name} is not set or empty: it must hold the e-gov secret (egov.secret_env, or --secret-env NAME)",
+    "cli.egov_body_unreadable": "{file}: cannot read the request body: {reason}",
     "outbox_state.pending": "pending",
     "outbox_state.sent": "sent",
     "outbox_state.dead": "dead",

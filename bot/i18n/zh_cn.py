@@ -102,6 +102,8 @@ MESSAGES: dict[str, str] = {
     "time.no_deadline": "无截止时间",
     "cli.outbox_counts": "待发送 {pending}，已发送 {sent}，死信 {dead}",
     "cli.outbox_retried": "已重新排队：#{id}（{target}）。",
+    "cli.egov_no_secret": "环境变量 {name} 未设置或为空：它应保存电子政务接口的密钥（egov.secret_env，或 --secret-env 变量名）",
+    "cli.egov_body_unreadable": "{file}：无法读取请求体：{reason}",
     "outbox_state.pending": "待发送",
     "outbox_state.sent": "已发送",
     "outbox_state.dead": "死信",
