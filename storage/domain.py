@@ -45,6 +45,7 @@ from storage.types import (
 S = AssignmentState
 
 TITLE_MAX = 500
+DEADLINE_HORIZON = dt.timedelta(days=3653)  # a formal deadline is not decades away
 TEXT_MAX = 20_000
 
 
@@ -199,6 +200,8 @@ async def create_notice(
     deadline = _aware(draft.deadline, "deadline")
     if deadline is not None and deadline <= now:
         raise InvalidValue("deadline", "is already past")
+    if deadline is not None and deadline > now + DEADLINE_HORIZON:
+        raise InvalidValue("deadline", "is more than 10 years away")
     person_ids = await resolve_audience(session, draft.audience)
     notice = Notice(
         kind=draft.kind,

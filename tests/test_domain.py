@@ -941,6 +941,8 @@ BAD_FIELDS: list[tuple[dict[str, Any], str]] = [
     ({"deadline": T0 - dt.timedelta(minutes=1)}, "deadline"),
     ({"deadline": T0}, "deadline"),
     ({"deadline": dt.datetime(2019, 12, 9, 17, 0)}, "deadline"),  # naive
+    ({"deadline": T0 + dt.timedelta(days=3654)}, "deadline"),  # more than 10 years away
+    ({"deadline": dt.datetime(9999, 12, 31, 23, 59, tzinfo=dt.UTC)}, "deadline"),
     ({"title": "   "}, "title"),
     ({"title": "长" * 501}, "title"),
 ]
