@@ -21,8 +21,10 @@ from pydantic import (
     AwareDatetime,
     BaseModel,
     ConfigDict,
+    Discriminator,
     Field,
     StringConstraints,
+    Tag,
     TypeAdapter,
     ValidationError,
     model_validator,
@@ -98,6 +100,15 @@ class AudienceSome(BaseModel):
         return self
 
 
+def _audience_kind(value: Any) -> str | None:
+    """Which audience form a value is, so that errors name only that form's fields."""
+    if isinstance(value, AudienceAll | AudienceSome):
+        return "all" if isinstance(value, AudienceAll) else "some"
+    if isinstance(value, dict):
+        return "all" if "all" in value else "some"
+    return None
+
+
 class EgovNotice(BaseModel):
     """POST /egov/v1/notices: a formal notice or task pushed by the portal."""
 
@@ -111,7 +122,14 @@ class EgovNotice(BaseModel):
     issuer: Issuer
     deadline: AwareDatetime | None = None
     requires: Requires = Requires.ACK
-    audience: AudienceAll | AudienceSome
+    audience: Annotated[
+        Annotated[AudienceAll, Tag("all")] | Annotated[AudienceSome, Tag("some")],
+        Discriminator(
+            _audience_kind,
+            custom_error_type="invalid_audience",
+            custom_error_message='must be {"all": true} or {"departments": [...], "people": [...]}',
+        ),
+    ]
     plan_ref: Annotated[Plain, Field(max_length=200)] | None = None
 
 
@@ -207,9 +225,18 @@ def refuse(
     return error(status, code, message, **extra)
 
 
+def _field_path(loc: tuple[int | str, ...]) -> str:
+    """A dotted field path, without pydantic's tags for the audience forms and validators."""
+    parts = list(loc)
+    if len(parts) > 1 and parts[0] == "audience" and parts[1] in ("all", "some"):
+        del parts[1]
+    shown = [str(p) for p in parts if not (isinstance(p, str) and p.startswith("function-"))]
+    return ".".join(shown) or "body"
+
+
 def _fields(exc: ValidationError) -> list[dict[str, str]]:
     return [
-        {"field": ".".join(str(p) for p in e["loc"]) or "body", "message": e["msg"]}
+        {"field": _field_path(e["loc"]), "message": e["msg"]}
         for e in exc.errors(include_url=False, include_input=False, include_context=False)
     ]
 
