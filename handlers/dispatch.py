@@ -62,7 +62,7 @@ IGNORED_CHATTER = Handled(InboundStatus.IGNORED, "chatter")
 def command_of(event: InboundEvent, bot_names: tuple[str, ...]) -> Command:
     """What an event asks for, before anything is looked up."""
     if isinstance(event, InboundMessage):
-        command = parse(event.text, bot_names=bot_names)
+        command = parse(event.text.replace("\x00", ""), bot_names=bot_names)
         if (event.mentions_bot or event.is_direct) and not command.addressed:
             command = _addressed(command)
         return command

@@ -418,6 +418,12 @@ async def test_a_repeated_client_id_is_stored_once(room: Room) -> None:
         ({"Content-Type": "text/plain"}, b'{"sender":"p001","text":"x"}', 415, None),
         ({"Content-Type": "application/json"}, b"{not json", 400, "invalid_json"),
         ({"Content-Type": "application/json"}, b'{"sender":"p001"}', 400, "invalid_body"),
+        (
+            {"Content-Type": "application/json"},
+            b'{"sender":"p001","text":"a\\u0000b"}',  # PostgreSQL cannot store NUL
+            400,
+            "invalid_body",
+        ),
         ({"Content-Type": "application/json"}, b'{"sender":"a b","text":"x"}', 400, None),
         ({"Content-Type": "application/json"}, b"[]", 400, None),
         ({"Content-Type": "application/json"}, b"x" * (1_048_576 + 10), 413, None),

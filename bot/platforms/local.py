@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Protocol
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from bot.configtypes import ConfigSection
 from bot.platforms.base import (
@@ -42,17 +42,27 @@ class LocalConfig(ConfigSection):
     enabled: bool = False
 
 
+def _no_nul(value: str) -> str:
+    # PostgreSQL cannot store U+0000 in text: refuse it here rather than fail in the database.
+    if "\x00" in value:
+        raise ValueError("must not contain NUL (U+0000) characters")
+    return value
+
+
+Plain = Annotated[str, AfterValidator(_no_nul)]
+
+
 class PostMessage(BaseModel):
     """POST /local/v1/messages: a person says something in the room (or, to "bot", privately)."""
 
     model_config = ConfigDict(extra="forbid")
 
     sender: PersonId
-    text: Annotated[str, Field(min_length=1, max_length=10_000)]
-    reply_to: Annotated[int, Field(ge=1)] | None = None
+    text: Annotated[Plain, Field(min_length=1, max_length=10_000)]
+    reply_to: Annotated[int, Field(ge=1, le=2**31 - 1)] | None = None
     to: Literal["bot"] | None = None
-    client_id: Annotated[str, Field(min_length=1, max_length=64)] | None = None
-    name: Annotated[str, Field(max_length=100)] | None = None
+    client_id: Annotated[Plain, Field(min_length=1, max_length=64)] | None = None
+    name: Annotated[Plain, Field(max_length=100)] | None = None
 
 
 class PostAction(BaseModel):
@@ -61,8 +71,8 @@ class PostAction(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     sender: PersonId
-    message_id: Annotated[int, Field(ge=1)]
-    action: Annotated[str, Field(min_length=1, max_length=200)]
+    message_id: Annotated[int, Field(ge=1, le=2**31 - 1)]
+    action: Annotated[Plain, Field(min_length=1, max_length=200)]
 
 
 POST_MESSAGE = TypeAdapter(PostMessage)
