@@ -198,7 +198,14 @@ async def workers_ctx(app: web.Application) -> AsyncIterator[None]:
         concurrency=delivery.concurrency,
         max_idle=idle,
     )
-    scheduler = Scheduler(db, tasks.handlers(ctx), worker=worker, clock=utcnow, max_idle=idle)
+    # The scheduler looks at least every WAKE_HORIZON: new jobs due later wake nobody.
+    scheduler = Scheduler(
+        db,
+        tasks.handlers(ctx),
+        worker=worker,
+        clock=utcnow,
+        max_idle=min(idle, jobs.WAKE_HORIZON.total_seconds()),
+    )
     app[SENDER] = sender
     app[SCHEDULER] = scheduler
 

@@ -62,7 +62,7 @@ async def publish_notice(
     notice = await create_notice(session, draft, actor=actor, now=now)
     tally = (await queries.tallies(session, [notice.id]))[notice.id]
     message = render.notice_post(ctx.t, ctx.tz, view_of(notice, tally))
-    await outbox.enqueue(
+    await outbox.add(
         session,
         target=ctx.group,
         payload=message.to_payload(),
@@ -94,7 +94,7 @@ async def plan_jobs(
             continue  # past, or two offsets moved onto the same minute: remind once
         planned.add(due)
         seconds = int(offset.total_seconds())
-        await jobs.schedule(
+        await jobs.add(
             session,
             kind=JOB_REMIND,
             key=f"remind:{notice.id}:{seconds}",
@@ -105,7 +105,7 @@ async def plan_jobs(
         )
     if notice.source is NoticeSource.EGOV:
         # The portal hears about an overdue notice at its deadline, working day or not.
-        await jobs.schedule(
+        await jobs.add(
             session,
             kind=JOB_OVERDUE,
             key=f"overdue:{notice.id}",
@@ -117,7 +117,7 @@ async def plan_jobs(
     escalate_at = ctx.calendar.next_working_time(
         notice.deadline + ctx.config.schedule.escalate_after
     )
-    await jobs.schedule(
+    await jobs.add(
         session,
         kind=JOB_ESCALATE,
         key=f"escalate:{notice.id}",
@@ -244,7 +244,7 @@ async def remind_pending(
             continue
         link = await ack_link(session, ctx, notice, person.person_id, now=now)
         message = render.reminder(ctx.t, ctx.tz, view, overdue=overdue, link=link)
-        await outbox.enqueue(
+        await outbox.add(
             session,
             target=target,
             payload=message.to_payload(),

@@ -85,7 +85,7 @@ class HandlerContext:
         # The key is derived from the inbound event, so processing it again after a crash
         # cannot send the same answer twice.
         key = f"reply:{self.incoming.platform}:{self.incoming.event_id}:{len(self.sent) + 1}"
-        await outbox.enqueue(
+        await outbox.add(
             self.session,
             target=target,
             payload=message.to_payload(),

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
-from sqlalchemy import select, text
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.db import Database
@@ -18,7 +18,6 @@ from storage.models import AuditEvent, AuditHead
 from storage.types import UTC
 
 GENESIS = "0" * 64
-WAKE_CHANNEL = "workbot_wake"  # the channel storage.outbox.notify_wake uses too
 HEAD_ID = 1
 
 
@@ -113,9 +112,7 @@ async def append(
     await session.flush()
     # Feeds that follow the trail look again after the commit: in this process, and on
     # PostgreSQL in every worker (the CLI is another process).
-    Database.wake(session, "audit")
-    if session.get_bind().dialect.name == "postgresql":
-        await session.execute(text("SELECT pg_notify(:c, 'audit')"), {"c": WAKE_CHANNEL})
+    await Database.notify(session, "audit")
     return event
 
 

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import secrets
 import sqlite3
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import event, text
 from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -21,6 +22,8 @@ from sqlalchemy.pool import ConnectionPoolEntry
 
 _IMMEDIATE = "workbot_immediate"
 _WAKE = "workbot_wake"
+_INSTANCE = "workbot_instance"
+WAKE_CHANNEL = "workbot_wake"  # PostgreSQL NOTIFY channel; payload "<topic>:<instance>"
 
 WakeListener = Callable[[set[str]], None]
 
@@ -78,6 +81,8 @@ class Database:
         # SQLite has one writer at a time; queue writers in-process rather than on the file lock.
         self._write_lock: asyncio.Lock | None = asyncio.Lock() if self.is_sqlite else None
         self.wake_listeners: list[WakeListener] = []
+        # Tells this handle's own NOTIFYs apart from other processes' (it woke itself already).
+        self.instance = secrets.token_hex(6)
 
     def _check_sqlite_path(self) -> None:
         # A failed aiosqlite connect leaves its worker thread to report to a loop that may
@@ -108,9 +113,11 @@ class Database:
         """
         if self._write_lock is None:
             async with self._writers.begin() as session:
+                session.info[_INSTANCE] = self.instance
                 yield session
         else:
             async with self._write_lock, self._writers.begin() as session:
+                session.info[_INSTANCE] = self.instance
                 yield session
         topics: set[str] = session.info.pop(_WAKE, set())
         for listener in list(self.wake_listeners) if topics else ():
@@ -137,6 +144,25 @@ class Database:
     def wake(session: AsyncSession, topic: str) -> None:
         """Ask for the loops interested in topic to be woken once this transaction commits."""
         session.info.setdefault(_WAKE, set()).add(topic)
+
+    @staticmethod
+    async def notify(session: AsyncSession, topic: str) -> None:
+        """Wake the loops interested in topic after the commit: in this process, and on
+        PostgreSQL in every other worker too (one NOTIFY per topic and transaction)."""
+        topics: set[str] = session.info.setdefault(_WAKE, set())
+        if topic in topics:
+            return
+        topics.add(topic)
+        if session.get_bind().dialect.name == "postgresql":
+            payload = f"{topic}:{session.info.get(_INSTANCE, '')}"
+            await session.execute(
+                text("SELECT pg_notify(:c, :w)"), {"c": WAKE_CHANNEL, "w": payload}
+            )
+
+    def own_notification(self, payload: str) -> str | None:
+        """The topic of a NOTIFY payload, or None when this handle sent it itself."""
+        topic, _, instance = payload.partition(":")
+        return None if instance == self.instance else topic
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncSession]:

@@ -13,8 +13,13 @@ from storage.models import Job
 from storage.outbox import insert_ignoring_conflicts, notify_wake
 from storage.types import JobState, UTCDateTime
 
+# A new job due this soon wakes the scheduler at once; later ones are found by its next
+# regular look (the scheduler never sleeps longer than this), so a burst of notices with
+# far-off reminders does not cost a scheduler pass each.
+WAKE_HORIZON = dt.timedelta(seconds=60)
 
-async def schedule(
+
+async def add(
     session: AsyncSession,
     *,
     kind: str,
@@ -23,13 +28,13 @@ async def schedule(
     payload: Mapping[str, Any],
     now: dt.datetime,
     notice_id: int | None = None,
-) -> Job:
-    """Schedule a job once per key (a second call with the same key returns the first).
+) -> int | None:
+    """Schedule a job once per key; the new row's id, or None if the key already existed.
 
     Safe against concurrent callers in other transactions: the insert does nothing on a
-    key conflict, and the row that won is returned.
+    key conflict.
     """
-    new_id = await session.scalar(
+    new_id: int | None = await session.scalar(
         insert_ignoring_conflicts(session, Job)
         .values(
             kind=kind,
@@ -44,8 +49,31 @@ async def schedule(
         .on_conflict_do_nothing(index_elements=["key"])
         .returning(Job.id)
     )
-    if new_id is not None:
+    if new_id is not None and due_at <= now + WAKE_HORIZON:
         await notify_wake(session, "jobs")
+    return new_id
+
+
+async def schedule(
+    session: AsyncSession,
+    *,
+    kind: str,
+    key: str,
+    due_at: dt.datetime,
+    payload: Mapping[str, Any],
+    now: dt.datetime,
+    notice_id: int | None = None,
+) -> Job:
+    """Schedule a job once per key; the job (the first one, for a repeated key)."""
+    await add(
+        session,
+        kind=kind,
+        key=key,
+        due_at=due_at,
+        payload=payload,
+        now=now,
+        notice_id=notice_id,
+    )
     job = (
         await session.execute(
             select(Job).where(Job.key == key).execution_options(populate_existing=True)

@@ -13,18 +13,19 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, case, exists, func, or_, select, text, type_coerce, update
+from sqlalchemy import and_, case, exists, func, or_, select, type_coerce, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
 from storage import audit
+from storage import db as db_module
 from storage.db import Database
 from storage.errors import InvalidValue
 from storage.models import NoticeMessage, OutboxMessage
 from storage.types import OutboxState, UTCDateTime
 
-WAKE_CHANNEL = audit.WAKE_CHANNEL
+WAKE_CHANNEL = db_module.WAKE_CHANNEL
 
 
 @dataclass(frozen=True)
@@ -52,13 +53,12 @@ def insert_ignoring_conflicts(
 
 async def notify_wake(session: AsyncSession, what: str) -> None:
     """Wake the delivery or scheduler loops when this commits: in-process, and on
-    PostgreSQL in every worker (NOTIFY is delivered at commit, and not at all on rollback)."""
-    Database.wake(session, what)
-    if session.get_bind().dialect.name == "postgresql":
-        await session.execute(text("SELECT pg_notify(:c, :w)"), {"c": WAKE_CHANNEL, "w": what})
+    PostgreSQL in every worker (NOTIFY is delivered at commit, and not at all on rollback).
+    One NOTIFY per topic and transaction is enough."""
+    await Database.notify(session, what)
 
 
-async def enqueue(
+async def add(
     session: AsyncSession,
     *,
     target: Target,
@@ -70,11 +70,12 @@ async def enqueue(
     person_id: str | None = None,
     edit_of_id: int | None = None,
     not_before: dt.datetime | None = None,
-) -> OutboxMessage:
-    """Write a message to send, in the caller's transaction; a repeated key returns the first."""
+) -> int | None:
+    """Write a message to send, in the caller's transaction; the new row's id, or None when
+    the key was already used (the first message stands)."""
     if not idempotency_key or len(idempotency_key) > 200:
         raise InvalidValue("idempotency_key", "must be 1 to 200 characters")
-    new_id = await session.scalar(
+    new_id: int | None = await session.scalar(
         insert_ignoring_conflicts(session, OutboxMessage)
         .values(
             idempotency_key=idempotency_key,
@@ -97,6 +98,35 @@ async def enqueue(
     )
     if new_id is not None:
         await notify_wake(session, "outbox")
+    return new_id
+
+
+async def enqueue(
+    session: AsyncSession,
+    *,
+    target: Target,
+    payload: Mapping[str, Any],
+    idempotency_key: str,
+    now: dt.datetime,
+    purpose: str = "message",
+    notice_id: int | None = None,
+    person_id: str | None = None,
+    edit_of_id: int | None = None,
+    not_before: dt.datetime | None = None,
+) -> OutboxMessage:
+    """Write a message to send (see add); the row (the first one, for a repeated key)."""
+    await add(
+        session,
+        target=target,
+        payload=payload,
+        idempotency_key=idempotency_key,
+        now=now,
+        purpose=purpose,
+        notice_id=notice_id,
+        person_id=person_id,
+        edit_of_id=edit_of_id,
+        not_before=not_before,
+    )
     return (
         await session.execute(
             select(OutboxMessage)

@@ -116,7 +116,7 @@ def test_notice_lifecycle_from_the_cli(run: Run, workdir: Path) -> None:
     assert run("people", "import", str(workdir / "people.csv"))[0] == 0
     code, out, err = run(
         "notice", "create", "--title", "关于报送作业管理自查情况的通知", "--body", "请报送。",
-        "--deadline", "2099-12-10", "--to", "dept:基础教育科", "person:p003",
+        "--deadline", "2030-12-10", "--to", "dept:基础教育科", "person:p003",
         "--requires", "outcome", "--doc-number", "宜教办发[2019]41号",
     )  # fmt: skip
     assert code == 0, err
@@ -129,7 +129,7 @@ def test_notice_lifecycle_from_the_cli(run: Run, workdir: Path) -> None:
     assert code == 0
     lines = out.splitlines()
     assert "requires: outcome" in lines[0]
-    assert "2099-12-10 17:30" in lines[1] and "宜教办发[2019]41号" in lines[1]
+    assert "2030-12-10 17:30" in lines[1] and "宜教办发[2019]41号" in lines[1]
     assignees = [line.split("\t") for line in lines[3:]]
     assert sorted(a[0] for a in assignees) == ["p001", "p002", "p003"]
     assert all(a[3] == "pending" for a in assignees)

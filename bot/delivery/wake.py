@@ -24,7 +24,9 @@ class PgWakeListener:
         self._driver: Any = None
 
     def _callback(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
-        self.on_topics({payload})
+        topic = self.db.own_notification(payload)
+        if topic:  # this process's own commits woke its loops already
+            self.on_topics({topic})
 
     async def start(self) -> None:
         """Open the listening connection (no-op on SQLite)."""

@@ -90,7 +90,7 @@ async def escalate(ctx: BotContext, session: AsyncSession, job: Job, now: dt.dat
             target = await dm_target(session, ctx, head)
             if target is None:
                 continue
-            await outbox.enqueue(
+            await outbox.add(
                 session,
                 target=target,
                 payload=payload,
@@ -137,7 +137,7 @@ async def digest(ctx: BotContext, session: AsyncSession, job: Job, now: dt.datet
     ]
     if not items:
         return  # nothing open: no message at all
-    await outbox.enqueue(
+    await outbox.add(
         session,
         target=ctx.group,
         payload=render.digest(ctx.t, ctx.tz, day, items).to_payload(),

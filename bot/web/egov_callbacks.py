@@ -76,7 +76,7 @@ async def enqueue_event(
         "at": _iso(at),
         "data": dict(data),
     }
-    await outbox.enqueue(
+    await outbox.add(
         session,
         target=Target(PLATFORM, TargetKind.URL.value, ctx.config.egov.callback_url),
         payload={"text": event, "event": body},
@@ -85,7 +85,6 @@ async def enqueue_event(
         purpose=PURPOSE,
         notice_id=notice.id,
     )
-    await outbox.notify_wake(session, "outbox")
 
 
 def _assignment_data(action: str, data: Mapping[str, Any]) -> dict[str, Any]:
