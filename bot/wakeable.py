@@ -26,6 +26,11 @@ class WakeableLoop:
         """New work was committed: end the current sleep now."""
         self._wake.set()
 
+    @property
+    def woken(self) -> bool:
+        """Whether new work was committed since this pass began."""
+        return self._wake.is_set()
+
     def stop(self) -> None:
         """Finish the pass under way (never cut a transaction short), then return from run()."""
         self._stopping = True

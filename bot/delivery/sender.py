@@ -99,6 +99,8 @@ class Sender(WakeableLoop):
     async def one_pass(self) -> float:
         """Deliver one batch; sleep until the next row is due."""
         await self.run_once()
+        if self.woken:
+            return 0.0  # more was committed meanwhile: look again at once, no need to ask when
         return await self.idle_delay()
 
     async def idle_delay(self) -> float:

@@ -357,9 +357,6 @@ async def create_notice(request: web.Request) -> web.Response:
             request, 400, "invalid_body", "the body does not match the schema", fields=_fields(exc)
         )
     wanted = digest(notice)
-    found = await _existing(request, notice.external_id)
-    if found is not None:
-        return _repeat(request, found, wanted)
     ctx = request.app[BOT]
     try:
         async with request.app[DATABASE].transaction() as session:
@@ -371,12 +368,18 @@ async def create_notice(request: web.Request) -> web.Response:
                 now=dt.datetime.now(dt.UTC),
             )
     except IntegrityError:
-        # A concurrent request with the same external_id committed first.
+        # The external_id is taken (a repeat, or a concurrent request that committed first):
+        # the unique constraint decides, so the common case costs no extra lookup.
         found = await _existing(request, notice.external_id)
         if found is None:
             raise
         return _repeat(request, found, wanted)
     except (AudienceEmpty, UnknownPerson, UnknownDepartment, InvalidValue) as exc:
+        # A repeat stays a repeat even when its body would no longer be accepted (say its
+        # deadline has passed since the first delivery): it gets the first answer.
+        found = await _existing(request, notice.external_id)
+        if found is not None:
+            return _repeat(request, found, wanted)
         return _domain_refusal(request, exc)
     log.info("e-gov notice %s created as #%s", notice.external_id, created.id)
     return _created(created.id, 201)
