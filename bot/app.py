@@ -33,6 +33,7 @@ from bot.appkeys import (
     ROOM_HUB,
     SCHEDULER,
     SENDER,
+    WECOM_CALLBACKS,
 )
 from bot.chat import ChatService, LocalRoomBackend
 from bot.config import Config
@@ -42,6 +43,7 @@ from bot.delivery.wake import PgWakeListener
 from bot.metrics import Metrics
 from bot.platforms.local import LocalPlatform, LocalRoutes, RoomHub
 from bot.platforms.registry import build_platforms
+from bot.platforms.wecom import WecomCallbacks
 from bot.scheduler import tasks
 from bot.scheduler.runner import Scheduler
 from bot.web import acklinks, egov, egov_callbacks, openapi
@@ -318,11 +320,15 @@ async def chat_ctx(app: web.Application) -> AsyncIterator[None]:
             "this address can post as anyone (keep server.host = 127.0.0.1 while it is on)",
             config.server.host,
         )
+    if WECOM_CALLBACKS in app:
+        app[WECOM_CALLBACKS].attach(chat.accept)
     recovered = await chat.gate.recover()
     if recovered:
         log.info("processed %d inbound events left over from the last run", recovered)
     yield
     hub.close()
+    if WECOM_CALLBACKS in app:
+        app[WECOM_CALLBACKS].attach(None)
     if room is not None:
         app[LOCAL_ROUTES].attach(None)
         await room.stop()
@@ -382,6 +388,11 @@ def create_app(
     app[EGOV_SECRET] = config.egov.secret(environ) or ""
     egov.add_routes(app.router)
     openapi.add_routes(app.router)
+    wecom = config.platforms.wecom
+    if wecom is not None and not wecom.environment_problems(environ):
+        callbacks = WecomCallbacks(wecom, wecom.secrets(environ))
+        callbacks.add_to(app.router)
+        app[WECOM_CALLBACKS] = callbacks
     if serves_local(config):
         routes = LocalRoutes(app[ROOM_HUB], language=config.bot.language)
         routes.add_to(app.router)

@@ -13,6 +13,7 @@ from bot.delivery.sender import Sender
 from bot.metrics import Metrics
 from bot.platforms.base import Platform
 from bot.platforms.local import LocalRoutes, RoomHub
+from bot.platforms.wecom import WecomCallbacks
 from bot.scheduler.runner import Scheduler
 from storage.db import Database
 
@@ -29,3 +30,4 @@ ROOM = web.AppKey("room", LocalRoomBackend)
 ROOM_HUB = web.AppKey("room_hub", RoomHub)
 LOCAL_ROUTES = web.AppKey("local_routes", LocalRoutes)
 EGOV_SECRET = web.AppKey("egov_secret", str)  # "" when the e-gov API is off
+WECOM_CALLBACKS = web.AppKey("wecom_callbacks", WecomCallbacks)

@@ -39,6 +39,7 @@ from bot.configtypes import format_duration as format_duration
 from bot.configtypes import parse_duration as parse_duration
 from bot.platforms.local import LocalConfig
 from bot.platforms.webhook import WebhookConfig
+from bot.platforms.wecom import WecomConfig
 
 CONFIG_ENV_VAR = "WORKBOT_CONFIG"
 DEFAULT_CONFIG_NAME = "config.toml"
@@ -339,6 +340,7 @@ class PlatformsConfig(ConfigSection):
 
     local: LocalConfig = Field(default_factory=LocalConfig)
     webhook: WebhookConfig | None = None
+    wecom: WecomConfig | None = None
 
 
 class LoggingConfig(ConfigSection):

@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot import render
 from bot.context import BotContext
-from bot.platforms.base import TargetKind
+from bot.platforms.base import OutboundMessage, TargetKind
 from storage import jobs, outbox, queries
 from storage.domain import Actor, NoticeDraft, create_notice
 from storage.models import Assignment, Notice, OutboxMessage, PersonIdentity
@@ -30,6 +30,8 @@ PURPOSE_TALLY = "tally"
 PURPOSE_REMINDER = "reminder"
 PURPOSE_ESCALATION = "escalation"
 PURPOSE_DIGEST = "digest"
+PURPOSE_CARD = "card"
+PURPOSE_CARD_UPDATE = "card_update"
 
 
 def view_of(notice: Notice, tally: queries.Tally | None) -> render.NoticeView:
@@ -71,8 +73,45 @@ async def publish_notice(
         purpose=PURPOSE_NOTICE,
         notice_id=notice.id,
     )
+    if ctx.group_capabilities.personal_cards:
+        await send_personal_cards(session, ctx, notice, message, now=now)
     await plan_jobs(session, ctx, notice, now=now)
     return notice
+
+
+async def send_personal_cards(
+    session: AsyncSession,
+    ctx: BotContext,
+    notice: Notice,
+    message: OutboundMessage,
+    *,
+    now: dt.datetime,
+) -> int:
+    """Each assignee's own copy of the notice card, privately, with a task id unique to the
+    assignment (the platform calls back with it when the 收到 button is clicked)."""
+    rows = (
+        await session.execute(
+            select(Assignment.id, Assignment.person_id).where(Assignment.notice_id == notice.id)
+        )
+    ).all()
+    sent = 0
+    for assignment_id, person_id in rows:
+        target = await dm_target(session, ctx, person_id)
+        if target is None:
+            continue
+        payload = message.to_payload() | {"task_id": f"wb-{notice.id}-{assignment_id}"}
+        await outbox.add(
+            session,
+            target=target,
+            payload=payload,
+            idempotency_key=f"notice:{notice.id}:card:{person_id}"[:200],
+            now=now,
+            purpose=PURPOSE_CARD,
+            notice_id=notice.id,
+            person_id=person_id,
+        )
+        sent += 1
+    return sent
 
 
 async def plan_jobs(

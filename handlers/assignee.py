@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from bot import render
-from bot.notices import refresh_tally, view_of
+from bot.notices import PURPOSE_CARD_UPDATE, refresh_tally, view_of
 from handlers.commands import Intent
 from handlers.context import HandlerContext
 from handlers.resolve import Resolved, resolve_for
 from handlers.router import Router
-from storage import domain, queries
+from storage import domain, outbox, queries
 from storage.types import FeedbackKind, NoticeState
 
 router = Router()
@@ -46,6 +46,27 @@ async def _resolve(ctx: HandlerContext, *, ack_step: bool = False) -> Resolved |
     return resolved
 
 
+async def confirm_card(ctx: HandlerContext) -> None:
+    """Turn the clicked personal card's button into 已确认 (a one-time code from the click)."""
+    key = f"card-update:{ctx.incoming.platform}:{ctx.incoming.event_id}"
+    await outbox.add(
+        ctx.session,
+        target=ctx.private_target(),
+        payload={
+            "text": ctx.t("notice.button_acked"),
+            "update_card": {
+                "response_code": ctx.incoming.response_code,
+                "task_id": ctx.incoming.message_ref,
+                "replace_name": ctx.t("notice.button_acked"),
+            },
+        },
+        idempotency_key=key[:200],
+        now=ctx.now,
+        purpose=PURPOSE_CARD_UPDATE,
+        person_id=ctx.person.id,
+    )
+
+
 @router.command(Intent.ACK, usage="help.ack")
 async def ack(ctx: HandlerContext) -> None:
     """收到: acknowledge; the tally edit in place is the only visible answer."""
@@ -64,11 +85,18 @@ async def ack(ctx: HandlerContext) -> None:
     )
     if change.changed:
         await refresh_tally(ctx.session, ctx.bot, resolved.notice.id, now=ctx.now)
-        if not ctx.bot.group_capabilities.edit and ctx.private and not resolved.others:
-            # No tally to edit in the group: the sender hears it privately instead.
-            await ctx.reply(
-                ctx.t("chat.ack_recorded", id=resolved.notice.id, title=resolved.notice.title)
-            )
+    if ctx.incoming.response_code:
+        await confirm_card(ctx)  # the clicked personal card now reads 已确认: that is the answer
+    elif (
+        change.changed
+        and not ctx.bot.group_capabilities.edit
+        and ctx.private
+        and not resolved.others
+    ):
+        # No tally to edit in the group: the sender hears it privately instead.
+        await ctx.reply(
+            ctx.t("chat.ack_recorded", id=resolved.notice.id, title=resolved.notice.title)
+        )
     await _say_which(ctx, resolved)
 
 

@@ -32,6 +32,7 @@ class Incoming:
     is_direct: bool = False
     message_ref: str | None = None  # the platform id of the message itself
     reply_notice_id: int | None = None  # the notice of the bot message it replies to or quotes
+    response_code: str | None = None  # a clicked personal card's one-time update code
 
 
 @dataclass

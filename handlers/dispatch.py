@@ -124,6 +124,8 @@ class Dispatcher:
         if isinstance(event, InboundMessage) and event.is_direct:
             return True
         group = self.bot.group
+        if isinstance(event, ButtonAction) and event.platform == group.platform:
+            return True  # a click on one of the bot's own cards, wherever it was shown
         return event.platform == group.platform and event.chat_id == group.address
 
     async def handle(self, event: InboundEvent) -> Handled:
@@ -224,11 +226,13 @@ class Dispatcher:
     ) -> HandlerContext:
         referenced: str | None = None
         message_ref: str | None = None
+        response_code: str | None = None
         direct = False
         if isinstance(event, InboundMessage):
             referenced, message_ref, direct = event.reply_to, event.message_id, event.is_direct
         elif isinstance(event, ButtonAction):
             message_ref = event.message_id
+            response_code = event.response_code
         else:
             referenced = event.message_id
         reply_notice_id = None
@@ -250,6 +254,7 @@ class Dispatcher:
             is_direct=direct,
             message_ref=message_ref,
             reply_notice_id=reply_notice_id,
+            response_code=response_code,
         )
         return HandlerContext(
             session=session,

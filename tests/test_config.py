@@ -28,6 +28,7 @@ from bot.config import (
     validate_config,
 )
 from bot.platforms.webhook import WebhookConfig
+from bot.platforms.wecom import WecomConfig
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "config.example.toml"
 DURATION: TypeAdapter[timedelta] = TypeAdapter(Duration)
@@ -189,12 +190,20 @@ def test_example_file_shows_every_key() -> None:
 
     absent = missing(Config, raw, "")
 
-    assert absent == ["bot.link_secret_env", "database.url_env", "platforms.webhook"]
+    assert absent == [
+        "bot.link_secret_env",
+        "database.url_env",
+        "platforms.webhook",
+        "platforms.wecom",
+    ]
     assert '# url_env = "' in text
     assert '# link_secret_env = "' in text
     # Optional platform tables are shown commented out, with every key of their model.
     assert "# [platforms.webhook]" in text
     for key in WebhookConfig.model_fields:
+        assert f"# {key} = " in text, key
+    assert "# [platforms.wecom]" in text
+    for key in WecomConfig.model_fields:
         assert f"# {key} = " in text, key
 
 
@@ -275,7 +284,7 @@ BROKEN = {
     "unknown platform": (
         "[platforms.foo]\nenabled = true\n",
         NO_ENV,
-        ["platforms.foo: unknown platform (known: local, webhook)"],
+        ["platforms.foo: unknown platform (known: local, webhook, wecom)"],
     ),
     "unknown section": ("[servre]\nport = 1\n", NO_ENV, ["servre: unknown section"]),
     "unsupported database scheme": (
@@ -378,7 +387,7 @@ def test_every_problem_is_listed_at_once(tmp_path: Path) -> None:
             "server.prot: unknown key",
             f"database.url: unsupported database url scheme 'mysql'; {SCHEME_HINT}",
             f"schedule.remind_before.1: invalid duration '2x' {DURATION_HINT}",
-            "platforms.foo: unknown platform (known: local, webhook)",
+            "platforms.foo: unknown platform (known: local, webhook, wecom)",
             f"egov.secret_env: environment variable WORKBOT_EGOV_SECRET is not set {SECRET_NEEDED}",
         ]
     )

@@ -87,6 +87,7 @@ MESSAGES: dict[str, str] = {
     "notice.tally": "Acknowledged {acknowledged}/{assigned}",
     "notice.tally_done": "Acknowledged {acknowledged}/{assigned}, done {done}/{assigned}",
     "notice.button_ack": "Acknowledge",
+    "notice.button_acked": "Acknowledged",
     "notice.text": "{kind_label} #{id} 《{title}》\n{body}",
     "reminder.text": "Reminder: {kind_label} #{id} 《{title}》 is due {deadline}; please reply: {requires}.",
     "reminder.text_overdue": "Reminder: {kind_label} #{id} 《{title}》 was due {deadline}; please reply: {requires}.",

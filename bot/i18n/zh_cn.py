@@ -91,6 +91,7 @@ MESSAGES: dict[str, str] = {
     "notice.tally": "已确认 {acknowledged}/{assigned}",
     "notice.tally_done": "已确认 {acknowledged}/{assigned}，已完成 {done}/{assigned}",
     "notice.button_ack": "收到",
+    "notice.button_acked": "已确认",
     "notice.text": "{kind_label} #{id}《{title}》\n{body}",
     "reminder.text": "提醒：{kind_label} #{id}《{title}》将于 {deadline} 截止，请回复“{requires}”。",
     "reminder.text_overdue": "提醒：{kind_label} #{id}《{title}》已于 {deadline} 截止，请尽快回复“{requires}”。",

@@ -27,6 +27,9 @@ class Capabilities:
     dm: bool = False
     receives_all_messages: bool = False
     idempotent_send: bool = False
+    # The group cannot carry a live tally (send-only robots): each assignee gets a personal
+    # card with a 收到 button instead, updated in place when clicked (WeCom).
+    personal_cards: bool = False
 
 
 @dataclass(frozen=True)

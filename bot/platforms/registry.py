@@ -9,13 +9,15 @@ from bot.platforms.base import Capabilities, Platform
 from bot.platforms.egov_callback import EgovCallbackPlatform
 from bot.platforms.local import LocalPlatform
 from bot.platforms.webhook import WebhookPlatform
+from bot.platforms.wecom import WecomPlatform
 
 
 def capabilities_of(platform: str) -> Capabilities:
     """What an adapter can do, known before it is built (unknown platforms: nothing)."""
-    adapters: dict[str, type[LocalPlatform] | type[WebhookPlatform]] = {
+    adapters: dict[str, type[LocalPlatform] | type[WebhookPlatform] | type[WecomPlatform]] = {
         "local": LocalPlatform,
         "webhook": WebhookPlatform,
+        "wecom": WecomPlatform,
     }
     adapter = adapters.get(platform)
     return adapter.capabilities if adapter is not None else Capabilities()
@@ -43,6 +45,12 @@ def build_platforms(
                 f"platforms.webhook: environment variable {webhook.token_env} is not set"
             )
         platforms["webhook"] = WebhookPlatform(webhook, webhook.token(environ))
+    if config.platforms.wecom is not None:
+        wecom = config.platforms.wecom
+        problems = wecom.environment_problems(environ)
+        if problems:
+            raise PlatformUnavailable(f"platforms.wecom.{problems[0][0]}: {problems[0][1]}")
+        platforms["wecom"] = WecomPlatform(wecom, wecom.secrets(environ))
     secret = config.egov.secret(environ)
     if config.egov.callback_url and secret:
         platforms["egov"] = EgovCallbackPlatform(secret)  # the portal's status callbacks
