@@ -22,6 +22,7 @@ import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 from urllib.parse import unquote
 
@@ -29,7 +30,7 @@ import aiohttp
 from aiohttp import web
 from pydantic import ConfigDict, Field, field_validator
 
-from bot.configtypes import ConfigSection, check_env_name, http_url_problem
+from bot.configtypes import ConfigSection, Duration, check_env_name, http_url_problem
 from bot.platforms.base import (
     ButtonAction,
     Capabilities,
@@ -53,7 +54,7 @@ MARKDOWN_LIMIT = 4096  # bytes, robot markdown
 ROBOT_PER_MINUTE = 20
 TOKEN_MARGIN = 300.0  # refresh this many seconds before the token expires
 TOKEN_ERRORS = frozenset({40014, 42001})
-RETRY_ERRORS = {45009: 60.0, -1: 5.0, 45033: 5.0}  # errcode -> seconds to wait
+RETRY_ERRORS = {45009: 60.0, -1: 5.0, 45033: 5.0}  # errcode -> seconds to wait (45009: config)
 CALLBACK_MAX_BYTES = 64 * 1024
 _TASK_ID = re.compile(r"[^A-Za-z0-9_\-@]")
 
@@ -72,6 +73,7 @@ class WecomConfig(ConfigSection):
     encoding_aes_key_env: str = "WECOM_AES_KEY"
     robot_key_env: str = "WECOM_ROBOT_KEY"
     api_base: str = "https://qyapi.weixin.qq.com"
+    rate_limited_retry: Duration = timedelta(seconds=60)
 
     @field_validator("secret_env", "token_env", "encoding_aes_key_env", "robot_key_env")
     @classmethod
@@ -287,12 +289,14 @@ class WecomPlatform:
             self._fail(data, path)
         return data
 
-    @staticmethod
-    def _fail(data: Mapping[str, Any], what: str) -> None:
+    def _fail(self, data: Mapping[str, Any], what: str) -> None:
         code = data.get("errcode")
         message = f"WeCom {what}: errcode {code} {str(data.get('errmsg', ''))[:200]}"
+        if code == 45009:
+            wait = self.config.rate_limited_retry.total_seconds()
+            raise RetryLater(message, wait, rate_limited=True)
         if isinstance(code, int) and code in RETRY_ERRORS:
-            raise RetryLater(message, RETRY_ERRORS[code], rate_limited=code == 45009)
+            raise RetryLater(message, RETRY_ERRORS[code])
         if code in TOKEN_ERRORS:
             raise RetryLater(message, 1.0)
         raise PermanentError(message)
