@@ -6,11 +6,12 @@ import datetime as dt
 import os
 import shutil
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 from sqlalchemy import text
+from synapse import SynapseServer
 
 from storage.db import Database
 from storage.migrate import upgrade
@@ -25,6 +26,7 @@ _pg_migrated = False
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "postgresql: needs WORKBOT_TEST_PG_DSN")
+    config.addinivalue_line("markers", "matrix: needs a real Synapse")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -111,3 +113,26 @@ async def db(
         await _truncate_pg(database)
     yield database
     await database.dispose()
+
+
+@pytest.fixture(scope="session")
+def synapse(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SynapseServer]:
+    """One real Synapse for the whole session (WORKBOT_SYNAPSE_PYTHON: its venv's python).
+
+    Skipped when that is unset or missing, except under CI, where it is a failure. Make a
+    new user (``synapse.register``) and room per test.
+    """
+    python = os.environ.get("WORKBOT_SYNAPSE_PYTHON", "")
+    if not python or not Path(python).is_file():
+        reason = "no Synapse (set WORKBOT_SYNAPSE_PYTHON)"
+        if python:
+            reason += f": {python} does not exist"
+        if os.environ.get("CI"):
+            pytest.fail(f"{reason} (required when CI is set)", pytrace=False)
+        pytest.skip(reason)
+    server = SynapseServer(python)
+    server.start(tmp_path_factory.mktemp("synapse"))
+    try:
+        yield server
+    finally:
+        server.stop()
