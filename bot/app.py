@@ -42,6 +42,7 @@ from bot.delivery.sender import RetryPolicy, Sender
 from bot.delivery.wake import PgWakeListener
 from bot.metrics import Metrics
 from bot.platforms.local import LocalPlatform, LocalRoutes, RoomHub
+from bot.platforms.matrix import MatrixPlatform
 from bot.platforms.registry import build_platforms
 from bot.platforms.wecom import WecomCallbacks
 from bot.scheduler import tasks
@@ -322,6 +323,9 @@ async def chat_ctx(app: web.Application) -> AsyncIterator[None]:
         )
     if WECOM_CALLBACKS in app:
         app[WECOM_CALLBACKS].attach(chat.accept)
+    matrix = platforms.get("matrix")
+    if isinstance(matrix, MatrixPlatform):
+        matrix.start_sync(chat.accept, *sync_token_store(db, "matrix:next_batch"))
     recovered = await chat.gate.recover()
     if recovered:
         log.info("processed %d inbound events left over from the last run", recovered)
@@ -358,6 +362,22 @@ async def seed_demo_directory(db: Database) -> None:
         "the directory was empty: added the local group's 8 demo people "
         "(`workbot people import FILE` adds your own)"
     )
+
+
+def sync_token_store(
+    db: Database, key: str
+) -> tuple[Callable[[], Awaitable[str | None]], Callable[[str], Awaitable[None]]]:
+    """Load and save a sync position (Matrix next_batch) in bot_setting."""
+
+    async def load() -> str | None:
+        async with db.read() as session:
+            return await settings.get(session, key)
+
+    async def save(value: str) -> None:
+        async with db.transaction() as session:
+            await settings.put(session, key, value)
+
+    return load, save
 
 
 async def close_streams(app: web.Application) -> None:

@@ -38,6 +38,7 @@ from bot.configtypes import MAX_DURATION as MAX_DURATION
 from bot.configtypes import format_duration as format_duration
 from bot.configtypes import parse_duration as parse_duration
 from bot.platforms.local import LocalConfig
+from bot.platforms.matrix import MatrixConfig
 from bot.platforms.webhook import WebhookConfig
 from bot.platforms.wecom import WecomConfig
 
@@ -341,6 +342,7 @@ class PlatformsConfig(ConfigSection):
     local: LocalConfig = Field(default_factory=LocalConfig)
     webhook: WebhookConfig | None = None
     wecom: WecomConfig | None = None
+    matrix: MatrixConfig | None = None
 
 
 class LoggingConfig(ConfigSection):

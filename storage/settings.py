@@ -28,3 +28,18 @@ async def locked(session: AsyncSession, key: str) -> BotSetting | None:
     return (
         await session.execute(select(BotSetting).where(BotSetting.key == key).with_for_update())
     ).scalar_one_or_none()
+
+
+async def get(session: AsyncSession, key: str) -> str | None:
+    """A stored value, or None."""
+    value: str | None = await session.scalar(select(BotSetting.value).where(BotSetting.key == key))
+    return value
+
+
+async def put(session: AsyncSession, key: str, value: str) -> None:
+    """Store a value (insert or replace, safe against a concurrent writer)."""
+    await session.execute(
+        insert_ignoring_conflicts(session, BotSetting)
+        .values(key=key, value=value)
+        .on_conflict_do_update(index_elements=["key"], set_={"value": value})
+    )

@@ -27,6 +27,7 @@ from bot.config import (
     resolve_config_path,
     validate_config,
 )
+from bot.platforms.matrix import MatrixConfig
 from bot.platforms.webhook import WebhookConfig
 from bot.platforms.wecom import WecomConfig
 
@@ -195,6 +196,7 @@ def test_example_file_shows_every_key() -> None:
         "database.url_env",
         "platforms.webhook",
         "platforms.wecom",
+        "platforms.matrix",
     ]
     assert '# url_env = "' in text
     assert '# link_secret_env = "' in text
@@ -203,6 +205,9 @@ def test_example_file_shows_every_key() -> None:
     for key in WebhookConfig.model_fields:
         assert f"# {key} = " in text, key
     assert "# [platforms.wecom]" in text
+    assert "# [platforms.matrix]" in text
+    for key in MatrixConfig.model_fields:
+        assert f"# {key} = " in text, key
     for key in WecomConfig.model_fields:
         assert f"# {key} = " in text, key
 
@@ -284,7 +289,7 @@ BROKEN = {
     "unknown platform": (
         "[platforms.foo]\nenabled = true\n",
         NO_ENV,
-        ["platforms.foo: unknown platform (known: local, webhook, wecom)"],
+        ["platforms.foo: unknown platform (known: local, webhook, wecom, matrix)"],
     ),
     "unknown section": ("[servre]\nport = 1\n", NO_ENV, ["servre: unknown section"]),
     "unsupported database scheme": (
@@ -387,7 +392,7 @@ def test_every_problem_is_listed_at_once(tmp_path: Path) -> None:
             "server.prot: unknown key",
             f"database.url: unsupported database url scheme 'mysql'; {SCHEME_HINT}",
             f"schedule.remind_before.1: invalid duration '2x' {DURATION_HINT}",
-            "platforms.foo: unknown platform (known: local, webhook, wecom)",
+            "platforms.foo: unknown platform (known: local, webhook, wecom, matrix)",
             f"egov.secret_env: environment variable WORKBOT_EGOV_SECRET is not set {SECRET_NEEDED}",
         ]
     )

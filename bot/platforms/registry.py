@@ -8,16 +8,18 @@ from bot.config import Config
 from bot.platforms.base import Capabilities, Platform
 from bot.platforms.egov_callback import EgovCallbackPlatform
 from bot.platforms.local import LocalPlatform
+from bot.platforms.matrix import MatrixPlatform
 from bot.platforms.webhook import WebhookPlatform
 from bot.platforms.wecom import WecomPlatform
 
 
 def capabilities_of(platform: str) -> Capabilities:
     """What an adapter can do, known before it is built (unknown platforms: nothing)."""
-    adapters: dict[str, type[LocalPlatform] | type[WebhookPlatform] | type[WecomPlatform]] = {
+    adapters: dict[str, type[Platform]] = {
         "local": LocalPlatform,
         "webhook": WebhookPlatform,
         "wecom": WecomPlatform,
+        "matrix": MatrixPlatform,
     }
     adapter = adapters.get(platform)
     return adapter.capabilities if adapter is not None else Capabilities()
@@ -51,6 +53,13 @@ def build_platforms(
         if problems:
             raise PlatformUnavailable(f"platforms.wecom.{problems[0][0]}: {problems[0][1]}")
         platforms["wecom"] = WecomPlatform(wecom, wecom.secrets(environ))
+    if config.platforms.matrix is not None:
+        matrix = config.platforms.matrix
+        problems = matrix.environment_problems(environ)
+        if problems:
+            raise PlatformUnavailable(f"platforms.matrix.{problems[0][0]}: {problems[0][1]}")
+        room = config.group.chat_id if config.group.platform == "matrix" else ""
+        platforms["matrix"] = MatrixPlatform(matrix, environ[matrix.access_token_env], room_id=room)
     secret = config.egov.secret(environ)
     if config.egov.callback_url and secret:
         platforms["egov"] = EgovCallbackPlatform(secret)  # the portal's status callbacks
