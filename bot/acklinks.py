@@ -79,3 +79,48 @@ class AckLinks:
 
 def _encode(raw: bytes) -> str:
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+
+
+REPORT_PURPOSE = b"workbot/report-link/v1\x00"
+_REPORT = struct.Struct(">IIQ")  # first day, last day (proleptic ordinals), expiry
+REPORT_TOKEN_LENGTH = 43  # base64url of 16 + 16 bytes, without padding
+
+
+@dataclass(frozen=True)
+class ReportLinks:
+    """Signed download links for a period's report (office only: sent to them privately)."""
+
+    secret: bytes
+    base_url: str
+
+    def token(self, first: dt.date, last: dt.date, expires: dt.datetime) -> str:
+        """The token for downloading the report of [first, last] until `expires`."""
+        body = _REPORT.pack(first.toordinal(), last.toordinal(), max(0, int(expires.timestamp())))
+        mac = hmac.new(self.secret, REPORT_PURPOSE + body, hashlib.sha256).digest()[:_MAC_BYTES]
+        return _encode(body + mac)
+
+    def url(self, first: dt.date, last: dt.date, expires: dt.datetime) -> str:
+        """The full link, under the configured public URL."""
+        return f"{self.base_url.rstrip('/')}/r/{self.token(first, last, expires)}"
+
+    def verify(self, token: str, *, now: dt.datetime) -> tuple[dt.date, dt.date]:
+        """The period a token grants; raises LinkInvalid or LinkExpired."""
+        if len(token) != REPORT_TOKEN_LENGTH or not token.isascii():
+            raise LinkInvalid("malformed token")
+        try:
+            raw = base64.urlsafe_b64decode(token + "==")
+        except (binascii.Error, ValueError) as exc:
+            raise LinkInvalid("malformed token") from exc
+        if len(raw) != _REPORT.size + _MAC_BYTES or _encode(raw) != token:
+            raise LinkInvalid("malformed token")
+        body, mac = raw[: _REPORT.size], raw[_REPORT.size :]
+        expected = hmac.new(self.secret, REPORT_PURPOSE + body, hashlib.sha256).digest()
+        if not hmac.compare_digest(mac, expected[:_MAC_BYTES]):
+            raise LinkInvalid("bad signature")
+        first, last, expires = _REPORT.unpack(body)
+        if now.timestamp() >= expires:
+            raise LinkExpired("expired")
+        try:
+            return dt.date.fromordinal(first), dt.date.fromordinal(last)
+        except (ValueError, OverflowError) as exc:
+            raise LinkInvalid("bad period") from exc

@@ -18,7 +18,7 @@ from sqlalchemy import func, select, text
 from sqlalchemy.exc import IntegrityError
 
 from bot import __version__
-from bot.acklinks import AckLinks
+from bot.acklinks import AckLinks, ReportLinks
 from bot.appkeys import (
     BOT,
     CHAT,
@@ -296,6 +296,7 @@ async def chat_ctx(app: web.Application) -> AsyncIterator[None]:
     ctx = dataclasses.replace(
         app[BOT],
         links=AckLinks(secret, config.bot.public_url),
+        report_links=ReportLinks(secret, config.bot.public_url),
         group_capabilities=platforms[config.group.platform].capabilities,
     )
     app[BOT] = ctx

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from zoneinfo import ZoneInfo
 
-from bot.acklinks import AckLinks
+from bot.acklinks import AckLinks, ReportLinks
 from bot.config import Config
 from bot.i18n import Translator
 from bot.platforms.base import Capabilities, TargetKind
@@ -24,6 +24,7 @@ class BotContext:
     calendar: WorkCalendar
     group: Target
     links: AckLinks | None = None
+    report_links: ReportLinks | None = None
     group_capabilities: Capabilities = field(default_factory=Capabilities)
 
     @classmethod
