@@ -87,3 +87,24 @@ async def test_reminders_carry_a_link_only_where_the_platform_has_no_buttons(db:
         assert url in row.payload["text"]
         token = url.rsplit("/", 1)[1]
         assert LINKS.verify(token, now=now) == ids[row.person_id]
+
+
+def test_report_links_are_signed_expiring_and_single_purpose() -> None:
+    from bot.acklinks import REPORT_TOKEN_LENGTH, ReportLinks
+
+    reports = ReportLinks(b"s" * 32, "https://bot.example.org")
+    first, last = dt.date(2019, 11, 1), dt.date(2019, 11, 30)
+    token = reports.token(first, last, LATER)
+    assert len(token) == REPORT_TOKEN_LENGTH
+    assert reports.verify(token, now=NOW) == (first, last)
+    assert reports.url(first, last, LATER).endswith(f"/r/{token}")
+    with pytest.raises(LinkExpired):
+        reports.verify(token, now=LATER)
+    tampered = token[:5] + ("A" if token[5] != "A" else "B") + token[6:]
+    with pytest.raises(LinkInvalid):
+        reports.verify(tampered, now=NOW)
+    # A token for one purpose is worthless for the other, even under the same secret.
+    with pytest.raises(LinkInvalid):
+        LINKS.verify(token, now=NOW)
+    with pytest.raises(LinkInvalid):
+        reports.verify(LINKS.token(12, LATER), now=NOW)
