@@ -20,7 +20,8 @@ from typing import NoReturn, TextIO
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
-from bot import __version__
+from bot import __version__, reports
+from bot.burden_view import BadPeriod, period, render_text, to_json
 from bot.config import Config, ConfigError, LoadedConfig, load_config, resolve_config_path
 from bot.context import BotContext
 from bot.i18n import Translator
@@ -28,12 +29,14 @@ from bot.notices import publish_notice
 from bot.platforms.registry import PlatformUnavailable, build_platforms
 from bot.web import signing
 from storage import audit, outbox, queries
+from storage.burden import snapshot_burden
 from storage.db import Database, DatabaseUnavailable
 from storage.directory import DirectoryFileError, Problem, parse_people_csv, upsert_people
 from storage.domain import Actor, Audience, NoticeDraft
 from storage.errors import DomainError, UnknownPerson
 from storage.migrate import SchemaError, require_current, upgrade
 from storage.models import Person
+from storage.reports import outcome_rows
 from storage.types import UTC, NoticeKind, NoticeSource, OutboxState, Requires
 
 EXIT_OK = 0
@@ -393,6 +396,43 @@ async def cmd_pending(ctx: Context, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+async def cmd_report(ctx: Context, args: argparse.Namespace) -> int:
+    """The outcome report of a period (design.md §8) to standard output or a file."""
+    days = []
+    for option, value in (("--since", args.since), ("--until", args.until)):
+        try:
+            days.append(reports.parse_day(value))
+        except ValueError:
+            raise UsageError(ctx.t("cli.report_bad_date", option=option, value=value)) from None
+    since, until = days
+    if since > until:
+        raise UsageError(ctx.t("cli.report_bad_period", since=since, until=until))
+    if args.format == "docx" and args.output is None:
+        raise UsageError(ctx.t("cli.report_binary"))
+    start, end = reports.period(since, until, ctx.tz)
+    async with opened(ctx) as db, db.read() as session:
+        rows = await outcome_rows(session, start, end)
+    office = reports.report_office(rows, ctx.t("report.office_fallback"))
+    data = reports.render(args.format, rows, office=office, date=until, tz=ctx.tz, t=ctx.t)
+    if args.output in (None, "-"):
+        if isinstance(data, bytes):
+            ctx.out.flush()
+            ctx.out.buffer.write(data)
+            ctx.out.buffer.flush()
+        else:
+            ctx.out.write(data)
+        return EXIT_OK
+    try:
+        Path(args.output).write_bytes(data if isinstance(data, bytes) else data.encode("utf-8"))
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise UsageError(ctx.t("cli.report_unwritable", file=args.output, reason=reason)) from None
+    items = len({row.notice_id for row in rows})
+    written = ctx.t("cli.report_written", file=args.output, items=items, outcomes=len(rows))
+    print(written, file=ctx.err)
+    return EXIT_OK
+
+
 async def cmd_audit_verify(ctx: Context, args: argparse.Namespace) -> int:
     """Check the audit hash chain; exit 1 naming the first bad row."""
     async with opened(ctx) as db, db.read() as session:
@@ -470,6 +510,27 @@ async def cmd_outbox_retry(ctx: Context, args: argparse.Namespace) -> int:
     async with opened(ctx) as db, db.transaction() as session:
         row = await outbox.retry_dead(session, args.id, actor="cli", now=now())
     ctx.print(ctx.t("cli.outbox_retried", id=row.id, target=row.target_key))
+    return EXIT_OK
+
+
+async def cmd_burden(ctx: Context, args: argparse.Namespace) -> int:
+    """The burden figures of a period (design.md §8), as terminal tables or JSON."""
+    try:
+        since, until = period(args.since, args.until, ctx.tz)
+    except BadPeriod as exc:
+        raise UsageError(ctx.t(exc.key, **exc.params)) from None
+    async with opened(ctx) as db:
+        report = await snapshot_burden(
+            db,
+            since=since,
+            until=until,
+            now=now(),
+            min_lead_time=ctx.config.schedule.min_lead_time,
+            tz=ctx.tz,
+        )
+    lines = [to_json(report)] if args.format == "json" else render_text(report, ctx.t, ctx.tz)
+    for line in lines:
+        ctx.print(line)
     return EXIT_OK
 
 
@@ -582,6 +643,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("pending", cmd_pending, "pending items: one person's, or every open notice's")
     p.add_argument("--person", metavar="ID")
 
+    p = add("report", cmd_report, "the outcome report of a period, in the seed's form or raw")
+    p.add_argument("--since", required=True, metavar="YYYY-MM-DD", help="first day (bot.timezone)")
+    p.add_argument("--until", required=True, metavar="YYYY-MM-DD", help="last day, inclusive")
+    p.add_argument("--format", choices=reports.FORMATS, default="md", help="default: md")
+    p.add_argument(
+        "-o",
+        "--output",
+        metavar="FILE",
+        help="write to FILE (default: standard output; docx needs -o, and -o - means stdout)",
+    )
+
     audit_p = sub.add_parser("audit", help="the audit trail", parents=[common])
     audit_sub = audit_p.add_subparsers(
         dest="audit_command", required=True, metavar="COMMAND", parser_class=_Parser
@@ -600,6 +672,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("backup", cmd_backup, "back up the database (SQLite online backup)")
     p.add_argument("file", metavar="FILE")
+
+    p = add("burden", cmd_burden, "the burden figures of a period, per issuing department")
+    p.add_argument("--since", required=True, metavar="YYYY-MM-DD", help="first day (bot.timezone)")
+    p.add_argument("--until", required=True, metavar="YYYY-MM-DD", help="last day, inclusive")
+    p.add_argument("--format", choices=["text", "json"], default="text", help="default: text")
 
     egov_p = sub.add_parser("egov", help="the e-gov portal API", parents=[common])
     egov_sub = egov_p.add_subparsers(
