@@ -48,6 +48,7 @@ from bot.platforms.wecom import WecomCallbacks
 from bot.scheduler import tasks
 from bot.scheduler.runner import Scheduler
 from bot.web import acklinks, egov, egov_callbacks, openapi
+from bot.web import reports as report_downloads
 from handlers.dispatch import Dispatcher
 from storage import directory, jobs, outbox, settings
 from storage.db import Database
@@ -409,6 +410,7 @@ def create_app(
     app[EGOV_SECRET] = config.egov.secret(environ) or ""
     egov.add_routes(app.router)
     openapi.add_routes(app.router)
+    report_downloads.add_routes(app.router)
     wecom = config.platforms.wecom
     if wecom is not None and not wecom.environment_problems(environ):
         callbacks = WecomCallbacks(wecom, wecom.secrets(environ))

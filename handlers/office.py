@@ -23,6 +23,7 @@ from storage.types import NoticeKind, NoticeSource, NoticeState, Requires, Role
 router = Router()
 
 OFFICE = (Role.OFFICE,)
+REPORT_LINK_TTL = dt.timedelta(days=7)
 
 
 async def _audience(ctx: HandlerContext, names: tuple[str, ...], everyone: bool) -> domain.Audience:
@@ -244,13 +245,20 @@ async def report(ctx: HandlerContext) -> None:
         )
         or 0
     )
-    await ctx.reply(
+    last = end - dt.timedelta(days=1)
+    lines = [
         ctx.t(
             "chat.report_summary",
             first=first.isoformat(),
-            last=(end - dt.timedelta(days=1)).isoformat(),
+            last=last.isoformat(),
             notices=notices,
             without_doc=without_doc,
             outcomes=outcomes,
         )
-    )
+    ]
+    links = ctx.bot.report_links
+    if links is not None:
+        # No platform here can send a file: a signed, expiring link to the full report.
+        url = links.url(first, last, ctx.now + REPORT_LINK_TTL)
+        lines.append(ctx.t("chat.report_link", url=url, days=REPORT_LINK_TTL.days))
+    await ctx.reply("\n".join(lines))

@@ -605,3 +605,35 @@ async def test_ack_links_refuse_forged_expired_and_closed(room: Room) -> None:
     resp = await room.client.post(f"/a/{good}")
     assert resp.status == 409
     assert (await assignment(room.db, notice_id, "p001")).state is AssignmentState.PENDING
+
+
+async def test_the_office_report_command_sends_a_summary_and_a_signed_download(
+    room: Room,
+) -> None:
+    import docx  # python-docx
+
+    notice_id = await post_notice(room)
+    await room.post(
+        "p001", f"完成 #{notice_id}\n措施：1. 组织自查 2. 召开专题会议\n成效：发文数量减少30%以上"
+    )
+    await room.post("p004", "报告")  # staff: refused
+    await room.post("p003", "报告")
+    await room.settle()
+
+    assert "没有权限" in (await room.dms("p004"))[-1]
+    answer = (await room.dms("p003"))[-1]
+    assert "收到办理结果 1 份" in answer
+    url = answer.rsplit("：", 1)[1].strip()
+    path = url.removeprefix("http://127.0.0.1:8080")
+    assert path.startswith("/r/")
+    resp = await room.client.get(path)
+    assert resp.status == 200
+    assert resp.headers["Content-Disposition"].startswith("attachment;")
+    document = docx.Document(io.BytesIO(await resp.read()))
+    text = "\n".join(p.text for p in document.paragraphs)
+    assert "针对“关于报送作业管理自查情况的通知”问题" in text
+    assert "组织自查" in text and "发文数量减少30%以上" in text
+    markdown = await room.client.get(path, params={"format": "md"})
+    assert "采取的措施" in await markdown.text()
+    forged = path[:-1] + ("A" if path[-1] != "A" else "B")
+    assert (await room.client.get(forged)).status == 401

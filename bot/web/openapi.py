@@ -549,7 +549,46 @@ def _ack_link_paths(ref: _Refs) -> dict[str, Any]:
                 "description": "The confirmation page's form posts here." + note,
                 "responses": {"200": page, **refusals},
             },
-        }
+        },
+        "/r/{token}": {
+            "parameters": [
+                {**token, "description": "The signed token (an HMAC of the period and expiry)."},
+                {
+                    "name": "format",
+                    "in": "query",
+                    "required": False,
+                    "schema": {"type": "string", "enum": ["docx", "md", "csv", "json"]},
+                },
+            ],
+            "get": {
+                "tags": ["ack-links"],
+                "operationId": "reportDownload",
+                "summary": "Download a period's report (the link the office gets from 报告)",
+                "responses": {
+                    "200": {
+                        "description": "The report, as an attachment (DOCX by default).",
+                        "content": {
+                            "application/octet-stream": {
+                                "schema": {"type": "string", "format": "binary"}
+                            }
+                        },
+                    },
+                    "400": _errors(
+                        ref,
+                        "An unknown format.",
+                        {"invalid_format": _error_example("invalid_format", "...")},
+                    ),
+                    "401": _errors(
+                        ref,
+                        "The token is forged, damaged or expired.",
+                        {
+                            "invalid_token": _error_example("invalid_token", "..."),
+                            "token_expired": _error_example("token_expired", "..."),
+                        },
+                    ),
+                },
+            },
+        },
     }
 
 
