@@ -57,28 +57,40 @@ class AckLinks:
 
     def verify(self, token: str, *, now: dt.datetime) -> int:
         """The assignment id a token grants; raises LinkInvalid or LinkExpired."""
-        if len(token) != TOKEN_LENGTH or not token.isascii():
-            raise LinkInvalid("malformed token")
-        try:
-            raw = base64.urlsafe_b64decode(token + "==")
-        except (binascii.Error, ValueError) as exc:
-            raise LinkInvalid("malformed token") from exc
-        if len(raw) != _LAYOUT.size + _MAC_BYTES or _encode(raw) != token:
-            raise LinkInvalid("malformed token")  # only the one canonical spelling is valid
-        body, mac = raw[: _LAYOUT.size], raw[_LAYOUT.size :]
-        if not hmac.compare_digest(mac, self._mac(body)):
-            raise LinkInvalid("bad signature")
+        body = _open(token, self.secret, PURPOSE, _LAYOUT.size)
         assignment_id, expires = _LAYOUT.unpack(body)
         if now.timestamp() >= expires:
             raise LinkExpired("expired")
         return int(assignment_id)
 
     def _mac(self, body: bytes) -> bytes:
-        return hmac.new(self.secret, PURPOSE + body, hashlib.sha256).digest()[:_MAC_BYTES]
+        return _sign(self.secret, PURPOSE, body)
 
 
 def _encode(raw: bytes) -> str:
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+
+
+def _sign(secret: bytes, purpose: bytes, body: bytes) -> bytes:
+    """The truncated MAC; the purpose tag keeps one kind of token from passing as another."""
+    return hmac.new(secret, purpose + body, hashlib.sha256).digest()[:_MAC_BYTES]
+
+
+def _open(token: str, secret: bytes, purpose: bytes, body_size: int) -> bytes:
+    """The signed body of a token, or LinkInvalid (malformed, non-canonical or forged)."""
+    length = len(_encode(bytes(body_size + _MAC_BYTES)))
+    if len(token) != length or not token.isascii():
+        raise LinkInvalid("malformed token")
+    try:
+        raw = base64.urlsafe_b64decode(token + "==")
+    except (binascii.Error, ValueError) as exc:
+        raise LinkInvalid("malformed token") from exc
+    if len(raw) != body_size + _MAC_BYTES or _encode(raw) != token:
+        raise LinkInvalid("malformed token")  # only the one canonical spelling is valid
+    body, mac = raw[:body_size], raw[body_size:]
+    if not hmac.compare_digest(mac, _sign(secret, purpose, body)):
+        raise LinkInvalid("bad signature")
+    return body
 
 
 REPORT_PURPOSE = b"workbot/report-link/v1\x00"
@@ -96,8 +108,7 @@ class ReportLinks:
     def token(self, first: dt.date, last: dt.date, expires: dt.datetime) -> str:
         """The token for downloading the report of [first, last] until `expires`."""
         body = _REPORT.pack(first.toordinal(), last.toordinal(), max(0, int(expires.timestamp())))
-        mac = hmac.new(self.secret, REPORT_PURPOSE + body, hashlib.sha256).digest()[:_MAC_BYTES]
-        return _encode(body + mac)
+        return _encode(body + _sign(self.secret, REPORT_PURPOSE, body))
 
     def url(self, first: dt.date, last: dt.date, expires: dt.datetime) -> str:
         """The full link, under the configured public URL."""
@@ -105,18 +116,7 @@ class ReportLinks:
 
     def verify(self, token: str, *, now: dt.datetime) -> tuple[dt.date, dt.date]:
         """The period a token grants; raises LinkInvalid or LinkExpired."""
-        if len(token) != REPORT_TOKEN_LENGTH or not token.isascii():
-            raise LinkInvalid("malformed token")
-        try:
-            raw = base64.urlsafe_b64decode(token + "==")
-        except (binascii.Error, ValueError) as exc:
-            raise LinkInvalid("malformed token") from exc
-        if len(raw) != _REPORT.size + _MAC_BYTES or _encode(raw) != token:
-            raise LinkInvalid("malformed token")
-        body, mac = raw[: _REPORT.size], raw[_REPORT.size :]
-        expected = hmac.new(self.secret, REPORT_PURPOSE + body, hashlib.sha256).digest()
-        if not hmac.compare_digest(mac, expected[:_MAC_BYTES]):
-            raise LinkInvalid("bad signature")
+        body = _open(token, self.secret, REPORT_PURPOSE, _REPORT.size)
         first, last, expires = _REPORT.unpack(body)
         if now.timestamp() >= expires:
             raise LinkExpired("expired")
