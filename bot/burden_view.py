@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import re
 import unicodedata
 from collections.abc import Callable, Sequence
 
+from bot import reports
 from bot.i18n import Translator
 from storage.burden import UNSPECIFIED, BurdenReport, Figures
 
-DAY_PATTERN = re.compile(r"\d{4}-\d{2}-\d{2}")
 NOTHING = "-"
 
 
@@ -26,13 +25,10 @@ class BadPeriod(ValueError):
 
 def parse_day(text: str, option: str) -> dt.date:
     """A calendar date written YYYY-MM-DD (the value of ``option``)."""
-    text = text.strip()
     try:
-        if DAY_PATTERN.fullmatch(text):
-            return dt.date.fromisoformat(text)
+        return reports.parse_day(text)
     except ValueError:
-        pass
-    raise BadPeriod("cli.burden_bad_date", option=option, value=text)
+        raise BadPeriod("cli.burden_bad_date", option=option, value=text.strip()) from None
 
 
 def period(since: str, until: str, tz: dt.tzinfo) -> tuple[dt.datetime, dt.datetime]:
@@ -41,9 +37,7 @@ def period(since: str, until: str, tz: dt.tzinfo) -> tuple[dt.datetime, dt.datet
     last = parse_day(until, "--until")
     if last < first:
         raise BadPeriod("cli.burden_bad_range", since=first.isoformat(), until=last.isoformat())
-    start = dt.datetime.combine(first, dt.time(0), tzinfo=tz)
-    end = dt.datetime.combine(last + dt.timedelta(days=1), dt.time(0), tzinfo=tz)
-    return start, end
+    return reports.period(first, last, tz)
 
 
 def to_json(report: BurdenReport) -> str:
