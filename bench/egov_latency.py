@@ -59,6 +59,7 @@ if str(ROOT) not in sys.path:
 
 import aiohttp  # noqa: E402
 from aiohttp import web  # noqa: E402
+from databases import ensure_pg_database  # noqa: E402
 from machine import machine_info  # noqa: E402
 from sqlalchemy import text  # noqa: E402
 from sqlalchemy.engine import URL, make_url  # noqa: E402
@@ -74,7 +75,6 @@ SECRET = "bench-egov-secret"  # a throwaway secret for a loopback server
 TOKEN = "bench-webhook-token"  # a throwaway bearer token
 TARGET_P99_MS = 50.0
 NOISE_PCT = 5.0  # other processes' share of the server's core above which a run is flagged
-PG_NAME = re.compile(r"^workbot_bench[a-z0-9_]*$")
 DEFAULT_PG = "postgresql+asyncpg://postgres@127.0.0.1:5432/workbot_bench_egov"
 START_BOUND_S = 60.0
 STOP_BOUND_S = 30.0
@@ -622,19 +622,7 @@ def task_cpu_report(path: Path, notices: int) -> str:
 
 async def reset_pg(url: URL) -> None:
     """Create the bench database if missing, then drop and recreate its public schema."""
-    name = url.database or ""
-    if not PG_NAME.match(name):
-        raise BenchError(f"refusing to use database {name!r}: the bench only uses workbot_bench*")
-    admin = create_async_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
-    try:
-        async with admin.connect() as conn:
-            found = await conn.scalar(
-                text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name}
-            )
-            if found is None:
-                await conn.execute(text(f'CREATE DATABASE "{name}"'))
-    finally:
-        await admin.dispose()
+    await ensure_pg_database(url)
     engine = create_async_engine(url, isolation_level="AUTOCOMMIT")
     try:
         async with engine.connect() as conn:

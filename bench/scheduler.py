@@ -31,7 +31,6 @@ import logging
 import math
 import os
 import random
-import re
 import resource
 import shutil
 import sys
@@ -47,10 +46,11 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from databases import ensure_pg_database  # noqa: E402
 from machine import machine_info  # noqa: E402
 from sqlalchemy import func, insert, select, text  # noqa: E402
 from sqlalchemy.engine import URL, make_url  # noqa: E402
-from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine  # noqa: E402
+from sqlalchemy.ext.asyncio import AsyncSession  # noqa: E402
 
 from bot.delivery.wake import PgWakeListener  # noqa: E402
 from bot.scheduler.runner import JobHandler, JobRun, Scheduler  # noqa: E402
@@ -61,7 +61,6 @@ from storage.models import Job  # noqa: E402
 from storage.types import JobState  # noqa: E402
 
 DEFAULT_PG_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/workbot_bench_sched"
-PG_NAME = re.compile(r"^workbot_bench[a-z0-9_]*$")
 TZ = ZoneInfo("Asia/Shanghai")
 IDLE_TARGET_PCT = 1.0
 LAG_TARGET_S = 1.0
@@ -151,23 +150,6 @@ async def bulk_load(db: Database, rows: list[dict[str, Any]], chunk: int = 5_000
 
 
 # --------------------------------------------------------------------------- PostgreSQL
-
-
-async def ensure_pg_database(url: URL) -> None:
-    """Create the bench database if it is missing (only ever one named workbot_bench*)."""
-    name = url.database or ""
-    if not PG_NAME.match(name):
-        raise SystemExit(f"refusing to use database {name!r}: the bench only uses workbot_bench*")
-    admin = create_async_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
-    try:
-        async with admin.connect() as conn:
-            found = await conn.scalar(
-                text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name}
-            )
-            if found is None:
-                await conn.execute(text(f'CREATE DATABASE "{name}"'))
-    finally:
-        await admin.dispose()
 
 
 async def pg_backend_cpu(db: Database) -> float:

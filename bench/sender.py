@@ -30,7 +30,6 @@ import datetime as dt
 import json
 import logging
 import os
-import re
 import shutil
 import statistics
 import sys
@@ -45,10 +44,10 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from databases import ensure_pg_database  # noqa: E402
 from machine import machine_info  # noqa: E402
 from sqlalchemy import func, select, text  # noqa: E402
 from sqlalchemy.engine import URL, make_url  # noqa: E402
-from sqlalchemy.ext.asyncio import create_async_engine  # noqa: E402
 
 from bot.delivery.sender import Outcome, RetryPolicy, Sender  # noqa: E402
 from bot.delivery.wake import PgWakeListener  # noqa: E402
@@ -61,7 +60,6 @@ from storage.types import OutboxState  # noqa: E402
 from tests.fakes.webhook_server import FakeWebhook  # noqa: E402
 
 DEFAULT_PG_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/workbot_bench_sender"
-PG_NAME = re.compile(r"^workbot_bench[a-z0-9_]*$")
 TOKEN = "bench-token"  # the fake's bearer token
 USE_TARGET_PCT = 95.0
 FIRST_SEND_BOUND_S = 30.0
@@ -135,23 +133,6 @@ class Result:
 
 
 # --------------------------------------------------------------------------- databases
-
-
-async def ensure_pg_database(url: URL) -> None:
-    """Create the bench database if it is missing (only ever one named workbot_bench*)."""
-    name = url.database or ""
-    if not PG_NAME.match(name):
-        raise SystemExit(f"refusing to use database {name!r}: the bench only uses workbot_bench*")
-    admin = create_async_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
-    try:
-        async with admin.connect() as conn:
-            found = await conn.scalar(
-                text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name}
-            )
-            if found is None:
-                await conn.execute(text(f'CREATE DATABASE "{name}"'))
-    finally:
-        await admin.dispose()
 
 
 async def open_database(
