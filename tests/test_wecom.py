@@ -22,7 +22,7 @@ from bot.platforms.wecom_crypto import WecomCipher, build_xml, signature
 from storage.db import Database
 from storage.domain import Actor, Audience, NoticeDraft
 from storage.models import Assignment, InboundEvent, OutboxMessage
-from storage.types import AssignmentState, Channel
+from storage.types import AssignmentState, Channel, OutboxState
 from tests.fakes.wecom_server import FakeWecom
 
 from support import seed_people, snapshot
@@ -223,14 +223,11 @@ async def test_the_full_flow_robot_cards_chat_ack_click_and_a_repeated_callback(
     (post,) = fake.robot_sent
     assert f"#{notice_id}" in post.content and "关于报送作业管理自查情况的通知" in post.content
     assert "张三" not in post.content and "李四" not in post.content
+    # The fake has the post; the sender records it a moment later.
+    post_row = OutboxMessage.idempotency_key == f"notice:{notice_id}:post"
+    await wait_db(wecom.db, select(OutboxMessage.state).where(post_row), OutboxState.SENT)
     async with wecom.db.read() as s:
-        row = (
-            await s.scalars(
-                select(OutboxMessage).where(
-                    OutboxMessage.idempotency_key == f"notice:{notice_id}:post"
-                )
-            )
-        ).one()
+        row = (await s.scalars(select(OutboxMessage).where(post_row))).one()
     assert (row.state.value, row.attempts) == ("sent", 2)
 
     # Each assignee has a personal card with a 收到 button; task ids are unique.
