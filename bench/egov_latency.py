@@ -65,7 +65,7 @@ from sqlalchemy import text  # noqa: E402
 from sqlalchemy.engine import URL, make_url  # noqa: E402
 from sqlalchemy.ext.asyncio import create_async_engine  # noqa: E402
 
-from bot.web import signing  # noqa: E402
+from bot.core import portal_signing as signing  # noqa: E402
 
 BIN = Path(sys.executable).parent
 SCRIPT = Path(__file__).resolve()
@@ -493,25 +493,27 @@ def task_label(coro: object) -> str:
 
 def count_passes(events: Counter[str]) -> None:
     """Count the loops' wake() calls and passes, the rows per sender pass and its deferrals."""
-    from bot.delivery.sender import Outcome, Sender
+    from bot.core.loop import WakeableLoop
+    from bot.delivery.sender import OutboxSender, Outcome
     from bot.scheduler.runner import Scheduler
-    from bot.wakeable import WakeableLoop
     from storage.models import OutboxMessage
 
-    wake, run_once, scheduler_pass = WakeableLoop.wake, Sender.run_once, Scheduler.one_pass
-    defer = Sender._defer
+    wake, run_once, scheduler_pass = WakeableLoop.wake, OutboxSender.run_once, Scheduler.one_pass
+    defer = OutboxSender._defer
 
     def counted_wake(self: WakeableLoop) -> None:
         events[f"{self.name}: wake() calls"] += 1
         wake(self)
 
-    async def counted_run_once(self: Sender) -> list[Outcome]:
+    async def counted_run_once(self: OutboxSender) -> list[Outcome]:
         outcomes = await run_once(self)
         rows = len(outcomes)
         events[f"delivery: passes with {rows if rows < 2 else '2+'} rows"] += 1
         return outcomes
 
-    async def counted_defer(self: Sender, row: OutboxMessage, seconds: float, why: str) -> Outcome:
+    async def counted_defer(
+        self: OutboxSender, row: OutboxMessage, seconds: float, why: str
+    ) -> Outcome:
         events[f"delivery: deferrals ({why})"] += 1
         return await defer(self, row, seconds, why)
 
@@ -520,8 +522,8 @@ def count_passes(events: Counter[str]) -> None:
         return await scheduler_pass(self)
 
     WakeableLoop.wake = counted_wake  # type: ignore[method-assign]
-    Sender.run_once = counted_run_once  # type: ignore[method-assign]
-    Sender._defer = counted_defer  # type: ignore[method-assign]
+    OutboxSender.run_once = counted_run_once  # type: ignore[method-assign]
+    OutboxSender._defer = counted_defer  # type: ignore[method-assign]
     Scheduler.one_pass = counted_scheduler_pass  # type: ignore[method-assign]
 
 
@@ -585,8 +587,8 @@ def serve_task_cpu(config_path: Path, out: Path) -> int:
 
 TASK_NAMES = {
     "RequestHandler._handle_request": "HTTP requests: the e-gov handler (egov.create_notice)",
-    "WakeableLoop.run (delivery)": "sender passes: claim_due, idle_delay (Sender.one_pass)",
-    "Sender._deliver": "sender deliveries: rate slot, webhook POST, mark_sent",
+    "WakeableLoop.run (delivery)": "sender passes: claim_due, idle_delay (OutboxSender.one_pass)",
+    "OutboxSender._deliver": "sender deliveries: rate slot, webhook POST, mark_sent",
     "WakeableLoop.run (scheduler)": "scheduler passes, woken by each notice's jobs",
     "_AsyncSessionContextManager.__aexit__.<locals>.go": "session closes (shielded tasks)",
     "AsyncSession.close": "session closes (shielded tasks)",

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Sender benchmark (design.md §9, "Rate limits"): use ≥ 95 % of the allowance, 0 429s.
 
-A real ``Sender.run()`` (the app's defaults: batch 50, concurrency 8, the default
+A real ``OutboxSender.run()`` (the app's defaults: batch 50, concurrency 8, the default
 ``RetryPolicy``, woken in-process by the enqueue's commit) delivers a backlog of outbox rows
 through the real ``WebhookPlatform`` over loopback HTTP to ``tests/fakes/webhook_server.py``'s
 ``FakeWebhook``, which enforces a sliding-window limit and answers 429 beyond it. The
@@ -49,7 +49,7 @@ from machine import machine_info  # noqa: E402
 from sqlalchemy import func, select, text  # noqa: E402
 from sqlalchemy.engine import URL, make_url  # noqa: E402
 
-from bot.delivery.sender import Outcome, RetryPolicy, Sender  # noqa: E402
+from bot.delivery.sender import OutboxSender, Outcome, RetryPolicy  # noqa: E402
 from bot.delivery.wake import PgWakeListener  # noqa: E402
 from bot.platforms.webhook import WebhookConfig, WebhookPlatform  # noqa: E402
 from storage import outbox  # noqa: E402
@@ -156,8 +156,8 @@ async def open_database(
 # --------------------------------------------------------------------------- the run
 
 
-class CountingSender(Sender):
-    """The real Sender, counting rate-limit deferrals (run() and delivery are unchanged)."""
+class CountingSender(OutboxSender):
+    """The real OutboxSender, counting rate-limit deferrals (run() and delivery are unchanged)."""
 
     deferrals = 0
 
@@ -191,7 +191,7 @@ async def enqueue_backlog(db: Database, variant: Variant, run_tag: str) -> None:
 async def run_variant(
     variant: Variant, backend: str, args: argparse.Namespace, workdir: Path
 ) -> Result:
-    """Fill one rate limit with a real Sender.run() for the variant's window."""
+    """Fill one rate limit with a real OutboxSender.run() for the variant's window."""
     notes: list[str] = []
     db = await open_database(backend, args, workdir, variant.name.replace("/", "-per-"))
     policy = RetryPolicy()
@@ -323,7 +323,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """The command line."""
     parser = argparse.ArgumentParser(
         description=(
-            "Sender benchmark: a real Sender.run() against a loopback webhook fake that "
+            "OutboxSender benchmark: a real OutboxSender.run() vs a loopback webhook fake that "
             "enforces a sliding-window limit; reports the share of the allowance used "
             "(target ≥ 95 %) and 429 rejections (target 0). Expected runtime with the "
             "defaults: about 3.5 minutes (the bound is printed at start)."

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import datetime as dt
 import logging
 import os
 import secrets
@@ -14,11 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
-from sqlalchemy import func, select, text
-from sqlalchemy.exc import IntegrityError
 
 from bot import __version__
-from bot.acklinks import AckLinks, ReportLinks
 from bot.appkeys import (
     BOT,
     CHAT,
@@ -26,36 +22,35 @@ from bot.appkeys import (
     DATABASE,
     EGOV_SECRET,
     ENVIRON,
-    LOCAL_ROUTES,
     METRICS,
     PLATFORMS,
     ROOM,
-    ROOM_HUB,
     SCHEDULER,
     SENDER,
-    WECOM_CALLBACKS,
 )
-from bot.chat import ChatService, LocalRoomBackend
 from bot.config import Config
-from bot.context import BotContext
-from bot.delivery.sender import RetryPolicy, Sender
+from bot.core import feed
+from bot.core.clock import utcnow
+from bot.core.context import BotContext
+from bot.core.intake import ChatIntake
+from bot.core.links import AckLinks, ReportLinks
+from bot.core.local_room import LocalRoom
+from bot.core.metrics import Metrics
+from bot.core.platform import Host
+from bot.core.room import RoomHub
+from bot.delivery.sender import OutboxSender, RetryPolicy
 from bot.delivery.wake import PgWakeListener
-from bot.metrics import Metrics
-from bot.platforms.local import LocalPlatform, LocalRoutes, RoomHub
-from bot.platforms.matrix import MatrixPlatform
+from bot.platforms.egov_callback import EgovCallbackPlatform
 from bot.platforms.registry import build_platforms
-from bot.platforms.wecom import WecomCallbacks
 from bot.scheduler import tasks
 from bot.scheduler.runner import Scheduler
-from bot.web import acklinks, egov, egov_callbacks, openapi
-from bot.web import reports as report_downloads
+from bot.web import ack_pages, egov, openapi, report_downloads
 from handlers.dispatch import Dispatcher
-from storage import directory, jobs, outbox, settings
-from storage.db import Database
+from handlers.parse import worth_processing
+from storage import directory, jobs, lookups, outbox, settings
+from storage.db import Conflict, Database
 from storage.domain import Actor
 from storage.migrate import require_current, upgrade
-from storage.models import Job, Notice, OutboxMessage, Person
-from storage.types import OutboxState
 
 log = logging.getLogger("workbot.app")
 
@@ -102,15 +97,9 @@ async def healthz(request: web.Request) -> web.Response:
     db_state = "ok"
     try:
         async with db.read() as session:
-            await session.execute(text("SELECT 1"))
-            for state, n in (
-                await session.execute(
-                    select(OutboxMessage.state, func.count())
-                    .where(OutboxMessage.state.in_([OutboxState.PENDING, OutboxState.DEAD]))
-                    .group_by(OutboxMessage.state)
-                )
-            ).all():
-                outbox[state.value] = int(n)
+            counts = await lookups.state_counts(session)
+        for state in ("pending", "dead"):
+            outbox[state] = counts["outbox_messages"].get(state, 0)
     except Exception:
         log.warning("healthz: database check failed", exc_info=True)
         db_state = "error"
@@ -129,13 +118,7 @@ async def metrics_endpoint(request: web.Request) -> web.Response:
     gauges: dict[str, dict[str, int]] = {}
     try:
         async with request.app[DATABASE].read() as session:
-            for name, column in (
-                ("outbox_messages", OutboxMessage.state),
-                ("jobs", Job.state),
-                ("notices", Notice.state),
-            ):
-                rows = (await session.execute(select(column, func.count()).group_by(column))).all()
-                gauges[name] = {state.value: int(n) for state, n in rows}
+            gauges = await lookups.state_counts(session)
     except Exception:
         log.warning("metrics: database query failed", exc_info=True)
     body = request.app[METRICS].render(__version__, gauges)
@@ -173,11 +156,6 @@ def worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
 
 
-def utcnow() -> dt.datetime:
-    """The wall clock (aware, UTC)."""
-    return dt.datetime.now(dt.UTC)
-
-
 async def workers_ctx(app: web.Application) -> AsyncIterator[None]:
     """Delivery and the scheduler run for the app's lifetime, in this process."""
     config = app[CONFIG]
@@ -187,7 +165,7 @@ async def workers_ctx(app: web.Application) -> AsyncIterator[None]:
     worker = worker_id()
     idle = 60.0 if db.is_sqlite else 600.0  # PostgreSQL wakes workers with NOTIFY
     delivery = config.delivery
-    sender = Sender(
+    sender = OutboxSender(
         db,
         platforms,
         worker=worker,
@@ -213,22 +191,25 @@ async def workers_ctx(app: web.Application) -> AsyncIterator[None]:
     app[SENDER] = sender
     app[SCHEDULER] = scheduler
 
-    feed = None
-    if "egov" in platforms:
-        # Changes made by another process (the CLI) wake nobody on SQLite: look every 5 s.
-        feed = egov_callbacks.CallbackFeed(
-            db, ctx, clock=utcnow, max_idle=5.0 if db.is_sqlite else 60.0
-        )
-        async with db.transaction() as session:
-            await egov_callbacks.start_cursor(session)
+    # The audit trail's followers: the group's tally and (when on) the portal's callbacks.
+    # Changes made by another process (the CLI) wake nobody on SQLite: look every 5 s.
+    audit_feed = feed.AuditFeed(
+        db,
+        ctx,
+        clock=utcnow,
+        max_idle=5.0 if db.is_sqlite else 60.0,
+        callbacks="egov" in platforms,
+    )
+    async with db.transaction() as session:
+        await feed.start_cursor(session)
 
     def wake(topics: set[str]) -> None:
         if "outbox" in topics:
             sender.wake()
         if "jobs" in topics:
             scheduler.wake()
-        if "audit" in topics and feed is not None:
-            feed.wake()
+        if "audit" in topics:
+            audit_feed.wake()
 
     db.wake_listeners.append(wake)
     listener = PgWakeListener(db, wake)
@@ -239,14 +220,12 @@ async def workers_ctx(app: web.Application) -> AsyncIterator[None]:
         asyncio.create_task(sender.run(), name="workbot-delivery"),
         asyncio.create_task(scheduler.run(), name="workbot-scheduler"),
     ]
-    if feed is not None:
-        running.append(asyncio.create_task(feed.run(), name="workbot-egov-callbacks"))
+    running.append(asyncio.create_task(audit_feed.run(), name="workbot-audit-feed"))
     yield
     # Let each loop finish its pass: cancelling one inside a transaction can leave its
     # connection holding SQLite's write lock. Cancel only what does not stop in time.
-    for loop in (sender, scheduler, feed):
-        if loop is not None:
-            loop.stop()
+    for loop in (sender, scheduler, audit_feed):
+        loop.stop()
     _, late = await asyncio.wait(running, timeout=config.server.shutdown_timeout.total_seconds())
     for task in late:
         task.cancel()
@@ -259,11 +238,6 @@ async def workers_ctx(app: web.Application) -> AsyncIterator[None]:
             await jobs.release_claims(session, worker=worker)
     except Exception:  # the leases simply expire instead
         log.warning("could not release this worker's claims at shutdown", exc_info=True)
-
-
-def serves_local(config: Config) -> bool:
-    """Whether this process serves the built-in local group."""
-    return config.group.platform == "local" or config.platforms.local.enabled
 
 
 async def link_secret(db: Database, environ: Mapping[str, str], name: str | None) -> bytes:
@@ -280,71 +254,80 @@ async def link_secret(db: Database, environ: Mapping[str, str], name: str | None
     return value.encode()
 
 
+class StoredState:
+    """The adapters' small durable values, kept in bot_setting (StateStore)."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def get(self, key: str) -> str | None:
+        """The stored value, or None."""
+        async with self.db.read() as session:
+            return await settings.get(session, key)
+
+    async def put(self, key: str, value: str) -> None:
+        """Store a value (committed on return)."""
+        async with self.db.transaction() as session:
+            await settings.put(session, key, value)
+
+
 async def chat_ctx(app: web.Application) -> AsyncIterator[None]:
-    """The chat core: platforms, the dispatcher, inbound processing and the local room."""
+    """The chat core: the dispatcher, the one intake, and every platform started on it."""
     config = app[CONFIG]
     db = app[DATABASE]
+    platforms = app[PLATFORMS]
     secret = await link_secret(db, app[ENVIRON], config.bot.link_secret_env)
-    hub = app[ROOM_HUB]
-    room = None
-    local = None
-    if serves_local(config):
-        room = LocalRoomBackend(
-            db, hub, chat_id=config.group.chat_id, bot_names=config.bot.names, clock=utcnow
-        )
-        local = LocalPlatform(room, hub)
-    platforms = build_platforms(config, app[ENVIRON], local=local)
     ctx = dataclasses.replace(
         app[BOT],
         links=AckLinks(secret, config.bot.public_url),
         report_links=ReportLinks(secret, config.bot.public_url),
-        group_capabilities=platforms[config.group.platform].capabilities,
     )
     app[BOT] = ctx
-    app[PLATFORMS] = platforms
     capabilities = {name: p.capabilities for name, p in platforms.items()}
-    chat = ChatService(
-        db,
-        Dispatcher(db, ctx, capabilities, clock=utcnow),
-        clock=utcnow,
-        notes=app[METRICS].chat_events,
-    )
-    app[CHAT] = chat
-    if room is not None:
-        room.chat = chat
+    dispatcher = Dispatcher(db, ctx, capabilities, clock=utcnow)
+    intake = ChatIntake(db, dispatcher.handle, clock=utcnow, notes=app[METRICS].chat_events)
+    app[CHAT] = intake
+    room = None
+    if "local" in platforms:
+        names = tuple(config.bot.names)
+        room = LocalRoom(
+            db,
+            RoomHub(),
+            chat_id=config.group.chat_id,
+            bot_names=names,
+            clock=utcnow,
+            actionable=lambda text: worth_processing(text, names),
+        )
+        room.intake = intake
         await room.start()
         app[ROOM] = room
-        app[LOCAL_ROUTES].attach(room)
+        if config.server.host not in LOOPBACK:
+            log.warning(
+                "the local group has no authentication and is served on %s: anyone who can "
+                "reach this address can post as anyone (keep server.host = 127.0.0.1 while "
+                "it is on)",
+                config.server.host,
+            )
     if config.group.platform == "local":
         await seed_demo_directory(db)
-    if room is not None and config.server.host not in LOOPBACK:
-        log.warning(
-            "the local group has no authentication and is served on %s: anyone who can reach "
-            "this address can post as anyone (keep server.host = 127.0.0.1 while it is on)",
-            config.server.host,
-        )
-    if WECOM_CALLBACKS in app:
-        app[WECOM_CALLBACKS].attach(chat.accept)
-    matrix = platforms.get("matrix")
-    if isinstance(matrix, MatrixPlatform):
-        matrix.start_sync(chat.accept, *sync_token_store(db, "matrix:next_batch"))
-    recovered = await chat.gate.recover()
+    host = Host(intake=intake, state=StoredState(db), room=room)
+    for platform in platforms.values():
+        await platform.start(host)
+    recovered = await intake.recover()
     if recovered:
         log.info("processed %d inbound events left over from the last run", recovered)
     yield
-    hub.close()
-    if WECOM_CALLBACKS in app:
-        app[WECOM_CALLBACKS].attach(None)
+    for platform in platforms.values():
+        await platform.stop()
     if room is not None:
-        app[LOCAL_ROUTES].attach(None)
         await room.stop()
-    await chat.gate.drain()
+    await intake.drain()
     for platform in platforms.values():
         await platform.close()
 
 
 LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost"})
-DEMO_PEOPLE = Path(__file__).parent / "platforms" / "local_demo_people.csv"
+DEMO_PEOPLE = Path(__file__).parent / "core" / "local_demo_people.csv"
 
 
 async def seed_demo_directory(db: Database) -> None:
@@ -352,13 +335,13 @@ async def seed_demo_directory(db: Database) -> None:
     people, an office among them, so that a newcomer can play both sides at once."""
     try:
         async with db.transaction() as session:
-            if await session.scalar(select(func.count()).select_from(Person)):
+            if not await directory.is_empty(session):
                 return
             parsed = directory.parse_people_csv(DEMO_PEOPLE.read_bytes())
             await directory.upsert_people(
                 session, parsed, actor=Actor.system("local-demo"), now=utcnow()
             )
-    except IntegrityError:
+    except Conflict:
         return  # another worker starting at the same moment seeded it first
     log.warning(
         "the directory was empty: added the local group's 8 demo people "
@@ -366,39 +349,31 @@ async def seed_demo_directory(db: Database) -> None:
     )
 
 
-def sync_token_store(
-    db: Database, key: str
-) -> tuple[Callable[[], Awaitable[str | None]], Callable[[str], Awaitable[None]]]:
-    """Load and save a sync position (Matrix next_batch) in bot_setting."""
-
-    async def load() -> str | None:
-        async with db.read() as session:
-            return await settings.get(session, key)
-
-    async def save(value: str) -> None:
-        async with db.transaction() as session:
-            await settings.put(session, key, value)
-
-    return load, save
-
-
 async def close_streams(app: web.Application) -> None:
-    """End the page's event streams so that shutdown does not wait for them."""
-    app[ROOM_HUB].close()
+    """End the local page's event streams so that shutdown does not wait for them."""
+    room = app.get(ROOM)
+    if room is not None:
+        room.hub.close()
 
 
 def create_app(
     config: Config, environ: Mapping[str, str], *, workers: bool = True
 ) -> web.Application:
-    """Build the application for a validated configuration."""
+    """Build the application for a validated configuration (PlatformUnavailable when a
+    configured platform cannot run, e.g. its secrets are missing)."""
+    platforms = build_platforms(config, config.platforms, environ)
+    secret = config.egov.secret(environ)
+    if config.egov.callback_url and secret:
+        platforms["egov"] = EgovCallbackPlatform(secret)  # the portal's status callbacks
     app = web.Application(
         middlewares=[errors_middleware], client_max_size=config.server.max_body_bytes
     )
     app[CONFIG] = config
     app[ENVIRON] = environ
     app[METRICS] = Metrics()
-    app[BOT] = BotContext.from_config(config)
-    app[ROOM_HUB] = RoomHub()
+    app[BOT] = BotContext.from_config(config, platforms[config.group.platform].capabilities)
+    app[PLATFORMS] = platforms
+    app[EGOV_SECRET] = secret or ""
     app.cleanup_ctx.append(database_ctx(config.database.auto_migrate))
     app.cleanup_ctx.append(chat_ctx)
     if workers:
@@ -406,18 +381,10 @@ def create_app(
     app.on_shutdown.append(close_streams)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics_endpoint)
-    acklinks.add_routes(app.router)
-    app[EGOV_SECRET] = config.egov.secret(environ) or ""
+    ack_pages.add_routes(app.router)
     egov.add_routes(app.router)
     openapi.add_routes(app.router)
     report_downloads.add_routes(app.router)
-    wecom = config.platforms.wecom
-    if wecom is not None and not wecom.environment_problems(environ):
-        callbacks = WecomCallbacks(wecom, wecom.secrets(environ))
-        callbacks.add_to(app.router)
-        app[WECOM_CALLBACKS] = callbacks
-    if serves_local(config):
-        routes = LocalRoutes(app[ROOM_HUB], language=config.bot.language)
-        routes.add_to(app.router)
-        app[LOCAL_ROUTES] = routes
+    for platform in platforms.values():
+        app.router.add_routes(platform.routes())
     return app

@@ -17,25 +17,22 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import NoReturn, TextIO
 
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import SQLAlchemyError
-
-from bot import __version__, reports
-from bot.burden_view import BadPeriod, period, render_text, to_json
+from bot import __version__
 from bot.config import Config, ConfigError, LoadedConfig, load_config, resolve_config_path
-from bot.context import BotContext
-from bot.i18n import Translator
-from bot.notices import publish_notice
-from bot.platforms.registry import PlatformUnavailable, build_platforms
-from bot.web import signing
-from storage import audit, outbox, queries
+from bot.core import portal_signing as signing
+from bot.core import report_format as reports
+from bot.core.burden_format import BadPeriod, period, render_text, to_json
+from bot.core.context import BotContext
+from bot.core.i18n import Translator
+from bot.core.notices import publish_notice
+from bot.platforms.registry import PlatformUnavailable, build_platforms, capabilities_of
+from storage import audit, directory, outbox, queries
 from storage.burden import snapshot_burden
-from storage.db import Database, DatabaseUnavailable
+from storage.db import Database, DatabaseError, DatabaseUnavailable, shown_url
 from storage.directory import DirectoryFileError, Problem, parse_people_csv, upsert_people
 from storage.domain import Actor, Audience, NoticeDraft
 from storage.errors import DomainError, UnknownPerson
 from storage.migrate import SchemaError, require_current, upgrade
-from storage.models import Person
 from storage.reports import outcome_rows
 from storage.types import UTC, NoticeKind, NoticeSource, OutboxState, Requires
 
@@ -53,7 +50,9 @@ class UsageError(Exception):
 class Context:
     """What a command needs: the validated config, the environment, output streams."""
 
-    def __init__(self, loaded: LoadedConfig, environ: Mapping[str, str], out: TextIO, err: TextIO):
+    def __init__(
+        self, loaded: LoadedConfig[Config], environ: Mapping[str, str], out: TextIO, err: TextIO
+    ):
         self.loaded = loaded
         self.config: Config = loaded.config
         self.environ = environ
@@ -147,7 +146,8 @@ def cmd_serve(ctx: Context, args: argparse.Namespace) -> int:
     """Serve HTTP (and, as they land, delivery and the scheduler) until SIGINT or SIGTERM."""
     from aiohttp import web
 
-    from bot.app import create_app, serves_local
+    from bot.app import create_app
+    from bot.appkeys import PLATFORMS
 
     server = ctx.config.server
     app = create_app(ctx.config, ctx.environ)
@@ -158,7 +158,7 @@ def cmd_serve(ctx: Context, args: argparse.Namespace) -> int:
         gc.collect()
         gc.freeze()
         print(ctx.t("cli.serving", host=server.host, port=server.port), file=ctx.err, flush=True)
-        if serves_local(ctx.config):
+        if "local" in app[PLATFORMS]:
             print(
                 ctx.t("cli.local_group", host=server.host, port=server.port),
                 file=ctx.err,
@@ -198,7 +198,7 @@ async def cmd_migrate(ctx: Context, args: argparse.Namespace) -> int:
 def cmd_check_config(ctx: Context, args: argparse.Namespace) -> int:
     """Config already validated by main(); check the bound platform exists, then say so."""
     try:
-        build_platforms(ctx.config, ctx.environ)
+        build_platforms(ctx.config, ctx.config.platforms, ctx.environ)
     except PlatformUnavailable as exc:
         print(f"{ctx.loaded.source}: group.platform: {exc}", file=ctx.err)
         return EXIT_USAGE
@@ -276,7 +276,11 @@ async def cmd_notice_create(ctx: Context, args: argparse.Namespace) -> int:
     )
     async with opened(ctx) as db, db.transaction() as session:
         notice = await publish_notice(
-            session, BotContext.from_config(ctx.config), draft, actor=Actor.system("cli"), now=now()
+            session,
+            BotContext.from_config(ctx.config, capabilities_of(ctx.config.group.platform)),
+            draft,
+            actor=Actor.system("cli"),
+            now=now(),
         )
         count = len(await queries.pending_for_notice(session, notice.id))
     print(ctx.t("cli.notice_created", id=notice.id, title=notice.title, count=count), file=ctx.err)
@@ -356,7 +360,7 @@ async def cmd_pending(ctx: Context, args: argparse.Namespace) -> int:
     at = now()
     async with opened(ctx) as db, db.read() as session:
         if args.person:
-            if await session.get(Person, args.person) is None:
+            if await directory.get_person(session, args.person) is None:
                 raise UnknownPerson([args.person])
             items = await queries.pending_for(session, args.person, at)
             if not items:
@@ -785,9 +789,9 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     except SchemaError as exc:
         print(f"workbot: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except (SQLAlchemyError, OSError, DatabaseUnavailable) as exc:
+    except (DatabaseError, OSError, DatabaseUnavailable) as exc:
         url = ctx.config.database.resolved_url(env)
-        shown = make_url(url).render_as_string(hide_password=True)
+        shown = shown_url(url)
         print(f"workbot: database {shown}: {_first_line(exc)}", file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from bot import render
-from bot.notices import PURPOSE_CARD_UPDATE, refresh_tally, view_of
+from bot.core import render
+from bot.core.notices import PURPOSE_CARD_UPDATE, view_of
+from bot.core.platform import CardUpdate, OutboundMessage
 from handlers.commands import Intent
 from handlers.context import HandlerContext
 from handlers.resolve import Resolved, resolve_for
@@ -46,20 +47,18 @@ async def _resolve(ctx: HandlerContext, *, ack_step: bool = False) -> Resolved |
     return resolved
 
 
-async def confirm_card(ctx: HandlerContext) -> None:
+async def confirm_card(ctx: HandlerContext, token: str) -> None:
     """Turn the clicked personal card's button into 已确认 (a one-time code from the click)."""
     key = f"card-update:{ctx.incoming.platform}:{ctx.incoming.event_id}"
+    label = ctx.t("notice.button_acked")
+    message = OutboundMessage(
+        text=label,
+        card_update=CardUpdate(token=token, card_ref=ctx.incoming.message_ref or "", label=label),
+    )
     await outbox.add(
         ctx.session,
         target=ctx.private_target(),
-        payload={
-            "text": ctx.t("notice.button_acked"),
-            "update_card": {
-                "response_code": ctx.incoming.response_code,
-                "task_id": ctx.incoming.message_ref,
-                "replace_name": ctx.t("notice.button_acked"),
-            },
-        },
+        payload=message.to_payload(),
         idempotency_key=key[:200],
         now=ctx.now,
         purpose=PURPOSE_CARD_UPDATE,
@@ -83,10 +82,9 @@ async def ack(ctx: HandlerContext) -> None:
         text=ctx.command.text,
         message_ref=ctx.incoming.message_ref,
     )
-    if change.changed:
-        await refresh_tally(ctx.session, ctx.bot, resolved.notice.id, now=ctx.now)
-    if ctx.incoming.response_code:
-        await confirm_card(ctx)  # the clicked personal card now reads 已确认: that is the answer
+    if ctx.incoming.card_token:
+        # The clicked personal card now reads 已确认: that is the answer.
+        await confirm_card(ctx, ctx.incoming.card_token)
     elif (
         change.changed
         and not ctx.bot.group_capabilities.edit
@@ -131,7 +129,6 @@ async def progress(ctx: HandlerContext) -> None:
         now=ctx.now,
         message_ref=ctx.incoming.message_ref,
     )
-    await refresh_tally(ctx.session, ctx.bot, resolved.notice.id, now=ctx.now)
     percent = "" if ctx.command.percent is None else f" {ctx.command.percent}%"
     await ctx.reply(
         ctx.t(
@@ -164,7 +161,6 @@ async def done(ctx: HandlerContext) -> None:
         text=command.text,
         message_ref=ctx.incoming.message_ref,
     )
-    await refresh_tally(ctx.session, ctx.bot, resolved.notice.id, now=ctx.now)
     await ctx.reply(
         ctx.t(
             "chat.done_recorded",

@@ -5,13 +5,12 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass, field
 
-from sqlalchemy.ext.asyncio import AsyncSession
-
-from bot.context import BotContext
-from bot.i18n import Translator
-from bot.platforms.base import Capabilities, OutboundMessage, TargetKind
+from bot.core.context import BotContext
+from bot.core.i18n import Translator
+from bot.core.platform import Capabilities, OutboundMessage, TargetKind
 from handlers.commands import Command
 from storage import outbox
+from storage.db import Session
 from storage.domain import Actor
 from storage.models import Person
 from storage.outbox import Target
@@ -32,14 +31,14 @@ class Incoming:
     is_direct: bool = False
     message_ref: str | None = None  # the platform id of the message itself
     reply_notice_id: int | None = None  # the notice of the bot message it replies to or quotes
-    response_code: str | None = None  # a clicked personal card's one-time update code
+    card_token: str | None = None  # a clicked personal card's one-time update code
 
 
 @dataclass
 class HandlerContext:
     """One handled event: everything a handler may use, and the only way it replies."""
 
-    session: AsyncSession
+    session: Session
     bot: BotContext
     capabilities: Capabilities
     person: Person

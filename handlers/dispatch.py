@@ -10,48 +10,36 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import secrets
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from collections.abc import Mapping
+from dataclasses import replace
 
-from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
-
-from bot.context import BotContext
-from bot.platforms.base import (
+from bot.core.clock import Clock
+from bot.core.context import BotContext
+from bot.core.intake import Handled
+from bot.core.platform import (
     ButtonAction,
     Capabilities,
     InboundEvent,
     InboundMessage,
     Reaction,
 )
-from bot.render import ACK_VALUE_PREFIX
+from bot.core.render import ACK_VALUE_PREFIX
 from handlers import ROUTER
 from handlers.commands import Command, Intent
 from handlers.context import HandlerContext, Incoming
 from handlers.errors import Refusal, domain_message
 from handlers.parse import parse
 from handlers.router import Router
-from storage import directory
-from storage.db import Database
+from storage import directory, lookups
+from storage.db import Conflict, Database, Session
 from storage.domain import Actor
 from storage.errors import DomainError, NotAllowed
-from storage.models import NoticeMessage, Person
+from storage.models import Person
 from storage.types import Channel, InboundStatus
 
 log = logging.getLogger("workbot.chat")
 
 ACK_REACTIONS = frozenset({"✅", "✔️", "✔", "☑️", "👌", "👍"})
-
-Clock = Callable[[], dt.datetime]
-
-
-@dataclass(frozen=True)
-class Handled:
-    """How an event ended, and a short note of why (kept on the inbound row, and counted)."""
-
-    status: InboundStatus
-    note: str
 
 
 IGNORED_UNBOUND = Handled(InboundStatus.IGNORED, "unbound_chat")
@@ -137,7 +125,7 @@ class Dispatcher:
         for attempt in (1, 2):
             try:
                 return await self._handle(event, command)
-            except IntegrityError:
+            except Conflict:
                 # Two first messages from the same unknown sender raced to register them.
                 if attempt == 2:
                     raise
@@ -202,7 +190,7 @@ class Dispatcher:
         return command.intent.value
 
     async def _sender(
-        self, session: AsyncSession, event: InboundEvent, direct: bool, now: dt.datetime
+        self, session: Session, event: InboundEvent, direct: bool, now: dt.datetime
     ) -> Person | None:
         uid = event.sender.platform_user_id
         person = await directory.person_for(session, event.platform, uid)
@@ -218,7 +206,7 @@ class Dispatcher:
 
     async def _context(
         self,
-        session: AsyncSession,
+        session: Session,
         event: InboundEvent,
         command: Command,
         person: Person,
@@ -226,25 +214,18 @@ class Dispatcher:
     ) -> HandlerContext:
         referenced: str | None = None
         message_ref: str | None = None
-        response_code: str | None = None
+        card_token: str | None = None
         direct = False
         if isinstance(event, InboundMessage):
             referenced, message_ref, direct = event.reply_to, event.message_id, event.is_direct
         elif isinstance(event, ButtonAction):
             message_ref = event.message_id
-            response_code = event.response_code
+            card_token = event.card_token
         else:
             referenced = event.message_id
         reply_notice_id = None
         if referenced:
-            reply_notice_id = await session.scalar(
-                select(NoticeMessage.notice_id)
-                .where(
-                    NoticeMessage.platform == event.platform,
-                    NoticeMessage.message_id == referenced,
-                )
-                .limit(1)
-            )
+            reply_notice_id = await lookups.notice_of_message(session, event.platform, referenced)
         incoming = Incoming(
             platform=event.platform,
             event_id=event.event_id,
@@ -254,7 +235,7 @@ class Dispatcher:
             is_direct=direct,
             message_ref=message_ref,
             reply_notice_id=reply_notice_id,
-            response_code=response_code,
+            card_token=card_token,
         )
         return HandlerContext(
             session=session,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bot.i18n import Translator
+from bot.core.i18n import Translator
 from storage.errors import DomainError
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bot.render import when
+from bot.core.render import when
 from handlers.commands import Intent
 from handlers.context import HandlerContext
 from handlers.errors import Refusal

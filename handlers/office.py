@@ -5,19 +5,16 @@ from __future__ import annotations
 import datetime as dt
 import re
 
-from sqlalchemy import func, select
-
-from bot.notices import publish_notice, refresh_tally, remind_pending
-from bot.render import when
+from bot.core.notices import publish_notice, remind_pending
+from bot.core.render import when
 from handlers.commands import Intent
 from handlers.context import HandlerContext
 from handlers.errors import Refusal
 from handlers.parse import parse_deadline
 from handlers.resolve import find_person, required_notice
 from handlers.router import Router
-from storage import domain
+from storage import directory, domain, lookups
 from storage.errors import NoticeClosed
-from storage.models import Assignment, Notice, Outcome, Person
 from storage.types import NoticeKind, NoticeSource, NoticeState, Requires, Role
 
 router = Router()
@@ -35,16 +32,12 @@ async def _audience(ctx: HandlerContext, names: tuple[str, ...], everyone: bool)
     departments: list[str] = []
     people: list[str] = []
     unknown: list[str] = []
-    known_departments = set((await ctx.session.scalars(select(Person.department).distinct())).all())
+    known_departments = await directory.departments(ctx.session)
     for name in names:
         if name in known_departments:
             departments.append(name)
             continue
-        matches = (
-            await ctx.session.scalars(
-                select(Person.id).where((Person.name == name) | (Person.id == name))
-            )
-        ).all()
+        matches = [p.id for p in await directory.people_named(ctx.session, name)]
         if len(matches) == 1:
             people.append(matches[0])
         elif matches:
@@ -89,9 +82,7 @@ async def notice(ctx: HandlerContext) -> None:
         issuer_name=ctx.person.name,
     )
     created = await publish_notice(ctx.session, ctx.bot, draft, actor=ctx.actor, now=ctx.now)
-    assigned = await ctx.session.scalar(
-        select(func.count()).select_from(Assignment).where(Assignment.notice_id == created.id)
-    )
+    assigned = await lookups.assigned_count(ctx.session, created.id)
     await ctx.reply(
         ctx.t(
             "chat.notice_posted",
@@ -139,11 +130,9 @@ async def phone_ack(ctx: HandlerContext) -> None:
     """电话确认 #12 张三: record an acknowledgment given by phone."""
     target = await required_notice(ctx, "电话确认 #12 张三")
     person = await find_person(ctx, ctx.command.person)
-    change = await domain.phone_ack(
+    await domain.phone_ack(
         ctx.session, target.id, person.id, actor=ctx.actor, now=ctx.now, note=ctx.command.text
     )
-    if change.changed:
-        await refresh_tally(ctx.session, ctx.bot, target.id, now=ctx.now)
     await ctx.reply(ctx.t("chat.phone_acked", id=target.id, title=target.title, name=person.name))
 
 
@@ -157,7 +146,6 @@ async def excuse(ctx: HandlerContext) -> None:
     await domain.excuse(
         ctx.session, target.id, person.id, reason=ctx.command.text, actor=ctx.actor, now=ctx.now
     )
-    await refresh_tally(ctx.session, ctx.bot, target.id, now=ctx.now)
     await ctx.reply(ctx.t("chat.excused", id=target.id, title=target.title, name=person.name))
 
 
@@ -166,7 +154,6 @@ async def _finish(ctx: HandlerContext, example: str, reply_key: str) -> None:
     target = await required_notice(ctx, example)
     end = domain.close_notice if ctx.command.intent is Intent.CLOSE else domain.cancel_notice
     await end(ctx.session, target.id, actor=ctx.actor, now=ctx.now, reason=ctx.command.text)
-    await refresh_tally(ctx.session, ctx.bot, target.id, now=ctx.now)
     await ctx.reply(ctx.t(reply_key, id=target.id, title=target.title))
 
 
@@ -223,28 +210,7 @@ async def report(ctx: HandlerContext) -> None:
     tz = ctx.bot.tz
     start_at = dt.datetime.combine(first, dt.time(0), tzinfo=tz)
     end_at = dt.datetime.combine(end, dt.time(0), tzinfo=tz)
-    in_period = (Notice.created_at >= start_at) & (Notice.created_at < end_at)
-    notices = int(
-        await ctx.session.scalar(select(func.count()).select_from(Notice).where(in_period)) or 0
-    )
-    without_doc = int(
-        await ctx.session.scalar(
-            select(func.count())
-            .select_from(Notice)
-            .where(in_period, (Notice.doc_number.is_(None)) | (Notice.doc_number == ""))
-        )
-        or 0
-    )
-    outcomes = int(
-        await ctx.session.scalar(
-            select(func.count())
-            .select_from(Outcome)
-            .join(Assignment, Assignment.id == Outcome.assignment_id)
-            .join(Notice, Notice.id == Assignment.notice_id)
-            .where(in_period)
-        )
-        or 0
-    )
+    notices, without_doc, outcomes = await lookups.period_counts(ctx.session, start_at, end_at)
     last = end - dt.timedelta(days=1)
     lines = [
         ctx.t(

@@ -19,6 +19,7 @@ __all__ = [
     "could_be_command",
     "parse",
     "parse_deadline",
+    "worth_processing",
 ]
 
 MAX_CHARS = 20_000  # characters of a message that are looked at; the rest is ignored
@@ -908,3 +909,12 @@ def could_be_command(text: str) -> bool:
         return False
     folded = unicodedata.normalize("NFKC", head)
     return folded != head and _MAYBE.search(folded) is not None
+
+
+def worth_processing(text: str, bot_names: Sequence[str]) -> bool:
+    """Whether a group message from a known person is a command or addresses the bot (what
+    is not, is chatter: stored where the platform keeps it, never processed)."""
+    if not could_be_command(text):
+        return False
+    command = parse(text, bot_names=tuple(bot_names))
+    return command.intent is not Intent.NONE or command.addressed

@@ -5,11 +5,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import select
-
 from handlers.context import HandlerContext
 from handlers.errors import Refusal
-from storage import queries
+from storage import directory, lookups, queries
 from storage.errors import UnknownNotice
 from storage.models import Notice, Person
 from storage.queries import PendingItem
@@ -34,7 +32,7 @@ def explicit_id(ctx: HandlerContext) -> int | None:
 
 async def notice_by_id(ctx: HandlerContext, notice_id: int) -> Notice:
     """The notice, or UnknownNotice."""
-    notice = await ctx.session.get(Notice, notice_id)
+    notice = await lookups.get_notice(ctx.session, notice_id)
     if notice is None:
         raise UnknownNotice(notice_id)
     return notice
@@ -67,10 +65,10 @@ async def find_person(ctx: HandlerContext, ref: str | None) -> Person:
     """A directory person by id or by (unique) name."""
     if not ref:
         raise Refusal("chat.need_person")
-    person = await ctx.session.get(Person, ref)
+    person = await directory.get_person(ctx.session, ref)
     if person is not None:
         return person
-    matches = (await ctx.session.scalars(select(Person).where(Person.name == ref))).all()
+    matches = [p for p in await directory.people_named(ctx.session, ref) if p.name == ref]
     if len(matches) == 1:
         return matches[0]
     if not matches:

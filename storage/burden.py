@@ -45,7 +45,7 @@ from storage.types import (
     Requires,
 )
 
-REMINDER_PURPOSE = "reminder"  # bot.notices.PURPOSE_REMINDER (storage may not import bot)
+REMINDER_PURPOSE = "reminder"  # bot.core.notices.PURPOSE_REMINDER (storage may not import bot)
 UNBOUND_NOTE = "unbound_chat"  # handlers.dispatch.IGNORED_UNBOUND's note
 UNSPECIFIED = ""  # the department key of notices that name no issuing department
 

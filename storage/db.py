@@ -12,7 +12,9 @@ from typing import Any
 
 from sqlalchemy import event, text
 from sqlalchemy.engine import URL, Connection, make_url
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
@@ -173,3 +175,15 @@ class Database:
     async def dispose(self) -> None:
         """Close every pooled connection."""
         await self.engine.dispose()
+
+
+# The names the layers above use, so that only storage imports SQLAlchemy.
+Session = AsyncSession
+Conflict = IntegrityError  # a unique constraint said no (someone else got there first)
+DatabaseError = SQLAlchemyError  # any failure of the database or its driver
+DirectConnection = AsyncConnection  # a connection held outside a unit of work (LISTEN)
+
+
+def shown_url(url: str) -> str:
+    """A database URL fit for messages and logs: the password hidden."""
+    return make_url(url).render_as_string(hide_password=True)

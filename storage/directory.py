@@ -394,3 +394,46 @@ async def register_sender(
         now=now,
     )
     return person
+
+
+async def get_person(session: AsyncSession, person_id: str) -> Person | None:
+    """One person by directory id."""
+    return await session.get(Person, person_id)
+
+
+async def list_people(session: AsyncSession) -> list[Person]:
+    """Everyone, by department and id."""
+    return list(
+        (await session.scalars(select(Person).order_by(Person.department, Person.id))).all()
+    )
+
+
+async def names(session: AsyncSession) -> dict[str, str]:
+    """Every person's name by id."""
+    return {pid: name for pid, name in (await session.execute(select(Person.id, Person.name)))}
+
+
+async def is_empty(session: AsyncSession) -> bool:
+    """Whether the directory has nobody yet."""
+    return await session.scalar(select(Person.id).limit(1)) is None
+
+
+async def departments(session: AsyncSession) -> set[str]:
+    """The departments people belong to."""
+    return set((await session.scalars(select(Person.department).distinct())).all())
+
+
+async def people_named(session: AsyncSession, ref: str) -> list[Person]:
+    """The people whose id or name is `ref` (an id matches at most one)."""
+    return list(
+        await session.scalars(select(Person).where((Person.name == ref) | (Person.id == ref)))
+    )
+
+
+async def platform_user_id(session: AsyncSession, person_id: str, platform: str) -> str | None:
+    """A person's user id on a platform, if they have one."""
+    return await session.scalar(
+        select(PersonIdentity.platform_user_id).where(
+            PersonIdentity.person_id == person_id, PersonIdentity.platform == platform
+        )
+    )

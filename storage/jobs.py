@@ -179,3 +179,8 @@ async def release_claims(session: AsyncSession, *, worker: str) -> int:
         .execution_options(synchronize_session=False)
     )
     return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+async def fresh(session: AsyncSession, job_id: int) -> Job | None:
+    """A job as it is in the database now (not as an earlier read of this session saw it)."""
+    return await session.get(Job, job_id, populate_existing=True)

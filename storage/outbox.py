@@ -350,3 +350,76 @@ async def release_claims(session: AsyncSession, *, worker: str) -> int:
         .execution_options(synchronize_session=False)
     )
     return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+async def by_key(session: AsyncSession, idempotency_key: str) -> OutboxMessage | None:
+    """The message written with this key, if any."""
+    return (
+        await session.execute(
+            select(OutboxMessage).where(OutboxMessage.idempotency_key == idempotency_key)
+        )
+    ).scalar_one_or_none()
+
+
+async def coalesce_edit(
+    session: AsyncSession,
+    original: OutboxMessage,
+    payload: Mapping[str, Any],
+    *,
+    key_prefix: str,
+    now: dt.datetime,
+    purpose: str,
+    notice_id: int | None = None,
+) -> OutboxMessage:
+    """An edit of `original` with this content. While an earlier edit still waits to be sent
+    (pending, unclaimed), its content is replaced instead: a burst of changes costs one edit.
+    A new edit's key is `key_prefix` and the count of edits so far, plus one."""
+    waiting = (
+        await session.execute(
+            select(OutboxMessage)
+            .where(
+                OutboxMessage.edit_of_id == original.id,
+                OutboxMessage.state == OutboxState.PENDING,
+                OutboxMessage.claimed_by.is_(None),
+            )
+            .order_by(OutboxMessage.id.desc())
+            .limit(1)
+            .with_for_update(skip_locked=True)
+        )
+    ).scalar_one_or_none()
+    if waiting is not None:
+        waiting.payload = dict(payload)
+        return waiting
+    edits = await session.scalar(
+        select(func.count())
+        .select_from(OutboxMessage)
+        .where(OutboxMessage.edit_of_id == original.id)
+    )
+    return await enqueue(
+        session,
+        target=Target(original.platform, original.target_kind, original.target),
+        payload=payload,
+        idempotency_key=f"{key_prefix}{int(edits or 0) + 1}",
+        now=now,
+        purpose=purpose,
+        notice_id=notice_id,
+        edit_of_id=original.id,
+    )
+
+
+async def count_for_person(
+    session: AsyncSession, person_id: str, *, purpose: str, since: dt.datetime
+) -> int:
+    """How many messages of one purpose were written for a person since a moment."""
+    return int(
+        await session.scalar(
+            select(func.count())
+            .select_from(OutboxMessage)
+            .where(
+                OutboxMessage.person_id == person_id,
+                OutboxMessage.purpose == purpose,
+                OutboxMessage.created_at >= since,
+            )
+        )
+        or 0
+    )

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bot.acklinks import TOKEN_LENGTH, AckLinks, LinkExpired, LinkInvalid
+from bot.core.links import TOKEN_LENGTH, AckLinks, LinkExpired, LinkInvalid
 from storage.db import Database
 
 NOW = dt.datetime(2026, 11, 27, 9, 0, tzinfo=dt.UTC)
@@ -59,9 +59,9 @@ async def test_reminders_carry_a_link_only_where_the_platform_has_no_buttons(db:
     from sqlalchemy import select
 
     from bot.config import validate_config
-    from bot.context import BotContext
-    from bot.notices import remind_pending
-    from bot.platforms.base import Capabilities
+    from bot.core.context import BotContext
+    from bot.core.notices import remind_pending
+    from bot.core.platform import Capabilities
     from storage.models import Assignment, Notice, OutboxMessage
 
     from support import make_notice, seed_people
@@ -90,7 +90,7 @@ async def test_reminders_carry_a_link_only_where_the_platform_has_no_buttons(db:
 
 
 def test_report_links_are_signed_expiring_and_single_purpose() -> None:
-    from bot.acklinks import REPORT_TOKEN_LENGTH, ReportLinks
+    from bot.core.links import REPORT_TOKEN_LENGTH, ReportLinks
 
     reports = ReportLinks(b"s" * 32, "https://bot.example.org")
     first, last = dt.date(2019, 11, 1), dt.date(2019, 11, 30)

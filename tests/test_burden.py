@@ -26,8 +26,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from bot.burden_view import BadPeriod, period, width
 from bot.cli import main
+from bot.core.burden_format import BadPeriod, period, width
 from storage import inbound, outbox
 from storage.burden import (
     AckLatency,

@@ -1,4 +1,4 @@
-"""Tests for bot.scheduler.calendar: holidays, adjusted workdays, hours, fallback years, DST."""
+"""Tests for bot.core.calendar: holidays, adjusted workdays, hours, fallback years, DST."""
 
 import logging
 from collections.abc import Iterable
@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bot.config import ScheduleConfig
-from bot.scheduler.calendar import SEARCH_DAYS, WorkCalendar
+from bot.core.calendar import SEARCH_DAYS, WorkCalendar
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 BERLIN = ZoneInfo("Europe/Berlin")

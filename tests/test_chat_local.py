@@ -18,9 +18,12 @@ from sqlalchemy import func, select
 from bot.app import create_app
 from bot.appkeys import BOT, CHAT, ROOM
 from bot.config import validate_config
+from bot.core import feed
+from storage import settings
 from storage.db import Database
 from storage.models import (
     Assignment,
+    AuditEvent,
     InboundEvent,
     Notice,
     OutboxMessage,
@@ -72,13 +75,20 @@ class Room:
         return found
 
     async def settle(self) -> None:
-        """Wait until every inbound event is processed and every due message is delivered."""
+        """Wait until every inbound event is processed, the audit feed has followed every
+        change (tally edits), and every due message is delivered."""
         app = self.client.app
         assert app is not None
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
-            await app[CHAT].gate.drain()
-            async with self.db.read() as s:
+            await app[CHAT].drain()
+            async with self.db.read() as s:  # the feed first: it writes the tally edits
+                cursor = int(await settings.get(s, feed.CURSOR) or 0)
+                unfollowed = await s.scalar(
+                    select(func.count())
+                    .select_from(AuditEvent)
+                    .where(AuditEvent.seq > cursor, AuditEvent.action.in_(feed.TALLY_ACTIONS))
+                )
                 received = await s.scalar(
                     select(func.count())
                     .select_from(InboundEvent)
@@ -92,7 +102,7 @@ class Room:
                         OutboxMessage.next_attempt_at <= dt.datetime.now(dt.UTC),
                     )
                 )
-            if not received and not pending:
+            if not received and not pending and not unfollowed:
                 return
             await asyncio.sleep(0.02)
         raise AssertionError("the room did not settle")
@@ -477,7 +487,7 @@ async def test_the_stream_shows_new_messages_and_edits(room: Room) -> None:
 
 
 async def test_messages_from_other_chats_are_ignored_and_counted(room: Room) -> None:
-    from bot.platforms.base import InboundMessage, Sender
+    from bot.core.platform import InboundMessage, Sender
 
     app = room.client.app
     assert app is not None
@@ -508,8 +518,8 @@ async def test_messages_from_other_chats_are_ignored_and_counted(room: Room) -> 
 async def test_commands_stored_before_a_crash_are_processed_at_the_next_start(
     db: Database,
 ) -> None:
-    from bot.chat import event_to_payload
-    from bot.platforms.base import InboundMessage, Sender
+    from bot.core.intake import event_to_payload
+    from bot.core.platform import InboundMessage, Sender
     from storage import inbound
 
     now = dt.datetime.now(dt.UTC)

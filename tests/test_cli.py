@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from bot.cli import main
-from bot.web import signing
+from bot.core import portal_signing as signing
 
 PEOPLE = """id,name,department,roles,phone,wecom
 p001,张三,基础教育科,staff,13800000001,zhangsan

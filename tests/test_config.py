@@ -289,7 +289,7 @@ BROKEN = {
     "unknown platform": (
         "[platforms.foo]\nenabled = true\n",
         NO_ENV,
-        ["platforms.foo: unknown platform (known: local, webhook, wecom, matrix)"],
+        ["platforms.foo: unknown platform (this version has: local, webhook, wecom, matrix)"],
     ),
     "unknown section": ("[servre]\nport = 1\n", NO_ENV, ["servre: unknown section"]),
     "unsupported database scheme": (
@@ -392,7 +392,7 @@ def test_every_problem_is_listed_at_once(tmp_path: Path) -> None:
             "server.prot: unknown key",
             f"database.url: unsupported database url scheme 'mysql'; {SCHEME_HINT}",
             f"schedule.remind_before.1: invalid duration '2x' {DURATION_HINT}",
-            "platforms.foo: unknown platform (known: local, webhook, wecom, matrix)",
+            "platforms.foo: unknown platform (this version has: local, webhook, wecom, matrix)",
             f"egov.secret_env: environment variable WORKBOT_EGOV_SECRET is not set {SECRET_NEEDED}",
         ]
     )

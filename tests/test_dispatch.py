@@ -12,9 +12,9 @@ import pytest
 from sqlalchemy import select
 
 from bot.config import validate_config
-from bot.context import BotContext
-from bot.notices import publish_notice
-from bot.platforms.base import ButtonAction, Capabilities, InboundMessage, Reaction, Sender
+from bot.core.context import BotContext
+from bot.core.notices import publish_notice
+from bot.core.platform import ButtonAction, Capabilities, InboundMessage, Reaction, Sender
 from handlers.commands import Intent
 from handlers.context import HandlerContext
 from handlers.dispatch import Dispatcher

@@ -30,7 +30,8 @@ from sqlalchemy import delete, func, select, update
 
 from bot.app import create_app
 from bot.config import Config, validate_config
-from bot.web import egov, signing
+from bot.core import portal_signing as signing
+from bot.web import egov
 from storage import domain
 from storage.db import Database
 from storage.domain import Actor, Metric

@@ -18,7 +18,7 @@ from sqlalchemy import select
 from bot.app import create_app
 from bot.appkeys import DATABASE
 from bot.config import validate_config
-from bot.web import signing
+from bot.core import portal_signing as signing
 from storage import domain
 from storage.db import Database
 from storage.models import Job, OutboxMessage, Person
@@ -230,7 +230,7 @@ async def test_an_overdue_portal_notice_is_reported_at_its_deadline(
     db: Database, portal: FakePortal
 ) -> None:
     from bot.appkeys import BOT
-    from bot.web.egov_callbacks import notice_overdue
+    from bot.core.feed import notice_overdue
 
     await seed_people(db, dt.datetime.now(dt.UTC))
     app = create_app(config(db, portal.url), ENVIRON)

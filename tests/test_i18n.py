@@ -5,7 +5,7 @@ from __future__ import annotations
 import string
 
 import storage.errors as errors
-from bot.i18n import CATALOGS, Translator
+from bot.core.i18n import CATALOGS, Translator
 from storage.types import AssignmentState, Channel, NoticeKind, NoticeState, Requires
 
 

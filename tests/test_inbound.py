@@ -8,7 +8,7 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from bot.inbound import InboundGate
+from bot.core.intake import InboundGate
 from storage import inbound
 from storage.db import Database
 from storage.models import InboundEvent

@@ -7,7 +7,7 @@ import asyncio
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.ingest import GroupCommit, WriterClosed
+from bot.core.group_commit import GroupCommit, WriterClosed
 from storage.db import Database
 
 

@@ -25,7 +25,7 @@ from synapse import MatrixUser, SynapseServer, register
 from bot.app import create_app
 from bot.appkeys import BOT, DATABASE
 from bot.config import validate_config
-from bot.notices import publish_notice
+from bot.core.notices import publish_notice
 from storage.db import Database
 from storage.directory import parse_people_csv, upsert_people
 from storage.domain import Actor, Audience, NoticeDraft
@@ -387,7 +387,7 @@ async def test_after_a_restart_no_event_is_processed_twice(room: Room, serve: Se
 
 
 async def test_a_resend_with_the_same_outbox_key_is_not_doubled(room: Room) -> None:
-    from bot.platforms.base import Delivery, OutboundMessage, TargetKind
+    from bot.core.platform import Delivery, OutboundMessage, TargetKind
     from bot.platforms.matrix import MatrixConfig, MatrixPlatform
 
     config = MatrixConfig(homeserver=room.server.base_url, user_id=room.bot.user_id)
@@ -412,7 +412,7 @@ async def test_a_resend_with_the_same_outbox_key_is_not_doubled(room: Room) -> N
 async def test_a_429_is_retried_later_after_retry_after_ms(
     synapse: SynapseServer, tmp_path: Path
 ) -> None:
-    from bot.platforms.base import Delivery, OutboundMessage, RetryLater, TargetKind
+    from bot.core.platform import Delivery, OutboundMessage, RetryLater, TargetKind
     from bot.platforms.matrix import MatrixConfig, MatrixPlatform
 
     limited = SynapseServer(

@@ -30,8 +30,8 @@ from test_chat_local import Room, app_config, post_notice
 
 from bot.app import create_app
 from bot.cli import main
-from bot.i18n import Translator
-from bot.reports import (
+from bot.core.i18n import Translator
+from bot.core.report_format import (
     FIELDS,
     chinese_numeral,
     format_date,

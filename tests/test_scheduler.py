@@ -9,8 +9,9 @@ import pytest
 from sqlalchemy import select
 
 from bot.config import validate_config
-from bot.context import BotContext
-from bot.notices import publish_notice, refresh_tally
+from bot.core.context import BotContext
+from bot.core.notices import publish_notice, refresh_tally
+from bot.platforms.registry import capabilities_of
 from bot.scheduler import tasks
 from bot.scheduler.runner import Scheduler
 from storage import jobs, outbox
@@ -43,7 +44,8 @@ class Clock:
 def context(**schedule: object) -> BotContext:
     """A bot context with the given [schedule] settings."""
     raw = {"schedule": {"remind_before": ["1d", "2h"], **schedule}}
-    return BotContext.from_config(validate_config(raw, "<test>", {}))
+    config = validate_config(raw, "<test>", {})
+    return BotContext.from_config(config, capabilities_of(config.group.platform))
 
 
 async def publish(

@@ -19,8 +19,7 @@ from fakes.webhook_server import FakeWebhook
 from pydantic import ValidationError
 from sqlalchemy import select
 
-from bot.delivery.sender import Outcome, RetryPolicy, Sender
-from bot.platforms.base import (
+from bot.core.platform import (
     Button,
     Capabilities,
     Card,
@@ -33,6 +32,7 @@ from bot.platforms.base import (
     SendResult,
     TargetKind,
 )
+from bot.delivery.sender import OutboxSender, Outcome, RetryPolicy
 from bot.platforms.memory import MemoryPlatform, fail_targets
 from bot.platforms.webhook import WebhookConfig, WebhookPlatform, parse_retry_after
 from storage import outbox
@@ -177,9 +177,9 @@ def make_sender(
     *,
     policy: RetryPolicy | None = None,
     worker: str = "w1",
-) -> Sender:
+) -> OutboxSender:
     """A sender for one platform with a seeded jitter."""
-    return Sender(
+    return OutboxSender(
         db,
         {h.name: h.platform},
         worker=worker,
@@ -221,7 +221,7 @@ async def load(db: Database, row_id: int) -> OutboxMessage:
 
 async def drain(
     db: Database,
-    sender: Sender,
+    sender: OutboxSender,
     clock: ManualClock,
     *,
     rounds: int = 200,
@@ -567,7 +567,7 @@ async def test_the_sender_uses_the_allowance_without_a_single_429(db: Database) 
         config = WebhookConfig(url=fake.url, rate_count=count, rate_per_seconds=per)
         platform = WebhookPlatform(config, TOKEN)
         h = Harness(platform, fake=fake)
-        sender = Sender(
+        sender = OutboxSender(
             db,
             {h.name: platform},
             worker="w1",

@@ -17,7 +17,7 @@ from sqlalchemy import func, select
 from bot.app import create_app
 from bot.appkeys import BOT, DATABASE
 from bot.config import validate_config
-from bot.notices import publish_notice
+from bot.core.notices import publish_notice
 from bot.platforms.wecom_crypto import WecomCipher, build_xml, signature
 from storage.db import Database
 from storage.domain import Actor, Audience, NoticeDraft

@@ -6,10 +6,12 @@ import asyncio
 import datetime as dt
 import logging
 import random
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 
-from bot.platforms.base import (
+from bot.core.clock import Clock
+from bot.core.loop import WakeableLoop
+from bot.core.platform import (
     Delivery,
     OutboundMessage,
     PermanentError,
@@ -18,15 +20,12 @@ from bot.platforms.base import (
     RetryLater,
     TargetKind,
 )
-from bot.wakeable import WakeableLoop
 from storage import outbox, ratelimit
 from storage.db import Database
 from storage.models import OutboxMessage
 from storage.types import OutboxState
 
 log = logging.getLogger("workbot.delivery")
-
-Clock = Callable[[], dt.datetime]
 
 
 @dataclass(frozen=True)
@@ -69,7 +68,7 @@ class Outcome:
     detail: str = ""
 
 
-class Sender(WakeableLoop):
+class OutboxSender(WakeableLoop):
     """Delivers the outbox; many Senders (processes) can share one PostgreSQL database."""
 
     def __init__(
@@ -160,7 +159,6 @@ class Sender(WakeableLoop):
             target=row.target,
             message=OutboundMessage.from_payload(row.payload),
             edit_of=edit_of,
-            payload=row.payload,
         )
         limits = platform.rate_limits(delivery)
         wait, taken_at = await self._take_slots(limits)

@@ -6,9 +6,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncConnection
-
-from storage.db import Database
+from storage.db import Database, DirectConnection
 from storage.outbox import WAKE_CHANNEL
 
 log = logging.getLogger("workbot.wake")
@@ -20,7 +18,7 @@ class PgWakeListener:
     def __init__(self, db: Database, on_topics: Callable[[set[str]], None]) -> None:
         self.db = db
         self.on_topics = on_topics
-        self._conn: AsyncConnection | None = None
+        self._conn: DirectConnection | None = None
         self._driver: Any = None
 
     def _callback(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:

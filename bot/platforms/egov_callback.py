@@ -1,7 +1,7 @@
 """The e-gov portal's status callbacks as an outbound adapter: signed POSTs to callback_url.
 
-Each outbox row of platform "egov" carries one event (design.md §5.3) in its payload under
-"event"; it is POSTed as JSON, signed like the portal's own requests (bot/web/signing.py), so
+Each outbox row of platform "egov" carries one event as its message's JSON `document`; it
+is POSTed as JSON, signed like the portal's own requests (bot/core/portal_signing.py), so
 the delivery, its retries with backoff and its survival across restarts are the outbox's.
 2xx: delivered. 408, 429, 5xx, timeouts and connection errors: retry later (Retry-After is
 honoured). Any other status: a permanent error (a dead letter, visible in /healthz).
@@ -17,15 +17,15 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
-from bot.platforms.base import (
+from bot.core import portal_signing as signing
+from bot.core.platform import (
+    BasePlatform,
     Capabilities,
     Delivery,
     PermanentError,
-    RateLimit,
     RetryLater,
     SendResult,
 )
-from bot.web import signing
 
 TIMEOUT = aiohttp.ClientTimeout(total=10)
 
@@ -43,13 +43,14 @@ def _retry_after(headers: Mapping[str, str]) -> float | None:
         return None
 
 
-class EgovCallbackPlatform:
+class EgovCallbackPlatform(BasePlatform):
     """Send-only: each delivery is one signed POST of one event to the portal."""
 
     name = "egov"
     capabilities = Capabilities(idempotent_send=True)
 
     def __init__(self, secret: str, *, clock: Any = time.time) -> None:
+        super().__init__()
         self._secret = secret
         self._clock = clock
         self._session: aiohttp.ClientSession | None = None
@@ -61,8 +62,8 @@ class EgovCallbackPlatform:
 
     async def send(self, delivery: Delivery) -> SendResult:
         """POST the event, signed; the receiver deduplicates on its delivery_id."""
-        event = delivery.payload.get("event")
-        if not isinstance(event, Mapping):
+        event = delivery.message.document
+        if event is None:
             raise PermanentError("an e-gov callback row without an event")
         body = json.dumps(event, ensure_ascii=False, separators=(",", ":")).encode()
         url = delivery.target
@@ -87,14 +88,6 @@ class EgovCallbackPlatform:
         if status == 408 or status >= 500:
             raise RetryLater(f"callback receiver: {status} {text}", retry_after)
         raise PermanentError(f"callback receiver: {status} {text}")
-
-    async def edit(self, delivery: Delivery) -> SendResult:
-        """Callbacks are never edited."""
-        raise PermanentError("e-gov callbacks cannot be edited")
-
-    def rate_limits(self, delivery: Delivery) -> list[RateLimit]:
-        """The portal publishes no limit."""
-        return []
 
     async def close(self) -> None:
         """Close the HTTP session."""

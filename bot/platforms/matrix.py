@@ -11,7 +11,8 @@
   invited, ignores its own events, and treats other rooms as unbound, except its DM rooms.
 - A 429 honours `retry_after_ms`.
 
-The adapter never touches storage: the app gives it callbacks for events and for `next_batch`.
+The adapter never touches storage: the core's Host gives it the intake for events and a
+state store for `next_batch`.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import contextlib
 import hashlib
 import logging
 import re
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -30,19 +31,25 @@ from urllib.parse import quote
 import aiohttp
 from pydantic import ConfigDict, Field, field_validator
 
-from bot.configtypes import ConfigSection, Duration, check_env_name, http_url_problem
-from bot.platforms.base import (
+from bot.core.configtypes import ConfigSection, Duration, check_env_name, http_url_problem
+from bot.core.platform import (
+    BasePlatform,
+    BuildContext,
     Capabilities,
     Delivery,
+    Host,
     InboundEvent,
     InboundMessage,
+    Intake,
     OutboundMessage,
     PermanentError,
+    PlatformSpec,
     RateLimit,
     Reaction,
     RetryLater,
     Sender,
     SendResult,
+    StateStore,
     TargetKind,
 )
 
@@ -50,10 +57,7 @@ log = logging.getLogger("workbot.matrix")
 
 _TXN = re.compile(r"[^A-Za-z0-9._~-]")
 _REPLY_FALLBACK = re.compile(r"\A(?:>[^\n]*\n)+\n?")
-
-Accept = Callable[[InboundEvent], Awaitable[bool]]
-LoadToken = Callable[[], Awaitable[str | None]]
-SaveToken = Callable[[str], Awaitable[None]]
+NEXT_BATCH = "matrix:next_batch"  # the sync position, in the host's state store
 
 
 class MatrixConfig(ConfigSection):
@@ -130,15 +134,19 @@ def strip_reply_fallback(body: str) -> str:
     return _REPLY_FALLBACK.sub("", body)
 
 
-class MatrixPlatform:
+CAPABILITIES = Capabilities(
+    edit=True, reactions=True, dm=True, receives_all_messages=True, idempotent_send=True
+)
+
+
+class MatrixPlatform(BasePlatform):
     """The work room on a Matrix homeserver, and DMs with its people."""
 
     name = "matrix"
-    capabilities = Capabilities(
-        edit=True, reactions=True, dm=True, receives_all_messages=True, idempotent_send=True
-    )
+    capabilities = CAPABILITIES
 
     def __init__(self, config: MatrixConfig, access_token: str, *, room_id: str) -> None:
+        super().__init__()
         self.config = config
         self.room_id = room_id
         self._token = access_token
@@ -351,16 +359,16 @@ class MatrixPlatform:
                 except (MatrixError, RetryLater) as exc:
                     log.warning("could not join %s: %s", room, exc)
 
-    async def sync_forever(self, accept: Accept, load: LoadToken, save: SaveToken) -> None:
+    async def sync_forever(self, intake: Intake, state: StateStore) -> None:
         """The /sync long-poll: each event accepted (stored) before next_batch is saved."""
-        since = await load()
+        since = await state.get(NEXT_BATCH)
         if since is None:
             # First start: take the current position, not the room's history.
             first = await self._sync_once(None, timeout_ms=0)
             await self._join_invites(first)
             self.events_of({"account_data": first.get("account_data")})
             since = str(first["next_batch"])
-            await save(since)
+            await state.put(NEXT_BATCH, since)
             self.synced.set()
         backoff = 1.0
         while True:
@@ -377,9 +385,9 @@ class MatrixPlatform:
             backoff = 1.0
             await self._join_invites(sync)
             for event in self.events_of(sync):
-                await accept(event)  # committed (or a known duplicate) before we move on
+                await intake.accept(event)  # committed (or a known repeat) before we move on
             since = str(sync["next_batch"])
-            await save(since)
+            await state.put(NEXT_BATCH, since)
             self.synced.set()
 
     async def _sync_once(self, since: str | None, *, timeout_ms: int) -> dict[str, Any]:
@@ -388,18 +396,44 @@ class MatrixPlatform:
             params["since"] = since
         return await self._api("GET", "/sync", params=params, wait=timeout_ms / 1000 + 30)
 
-    def start_sync(self, accept: Accept, load: LoadToken, save: SaveToken) -> None:
-        """Run the sync loop in the background until close()."""
+    async def start(self, host: Host) -> None:
+        """Run the sync loop in the background until stop()."""
+        await super().start(host)
         self._task = asyncio.create_task(
-            self.sync_forever(accept, load, save), name="workbot-matrix-sync"
+            self.sync_forever(host.intake, host.state), name="workbot-matrix-sync"
         )
 
-    async def close(self) -> None:
-        """Stop syncing and close the HTTP session."""
+    async def stop(self) -> None:
+        """Stop syncing (an event being stored finishes first: it is awaited, not lost)."""
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
             self._task = None
+        await super().stop()
+
+    async def close(self) -> None:
+        """Stop syncing and close the HTTP session."""
+        await self.stop()
         if self._session is not None:
             await self._session.close()
+
+
+def build(ctx: BuildContext[MatrixConfig]) -> MatrixPlatform:
+    """The adapter for a validated [platforms.matrix] table; it joins the group's room when
+    the group is bound to Matrix."""
+    return MatrixPlatform(
+        ctx.settings,
+        ctx.environ[ctx.settings.access_token_env],
+        room_id=ctx.group_chat_id or "",
+    )
+
+
+SPEC = PlatformSpec(
+    name="matrix",
+    config_model=MatrixConfig,
+    capabilities=CAPABILITIES,
+    build=build,
+    directory_column="matrix",
+    doc="docs/platforms/matrix.md",
+)

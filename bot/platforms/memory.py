@@ -8,7 +8,9 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from bot.platforms.base import (
+from bot.core.clock import Clock
+from bot.core.platform import (
+    BasePlatform,
     Capabilities,
     Delivery,
     OutboundMessage,
@@ -18,7 +20,6 @@ from bot.platforms.base import (
 )
 
 Operation = Literal["send", "edit"]
-Clock = Callable[[], dt.datetime]
 FailureRule = Callable[[Operation, Delivery], BaseException | None]
 LimitRule = Callable[[Delivery], list[RateLimit]]
 
@@ -56,7 +57,7 @@ class Recorded:
     message_id: str
 
 
-class MemoryPlatform:
+class MemoryPlatform(BasePlatform):
     """A Platform that keeps everything in memory and can be scripted to fail."""
 
     def __init__(
@@ -68,6 +69,7 @@ class MemoryPlatform:
         clock: Clock = _utc_now,
         id_prefix: str = "m",
     ) -> None:
+        super().__init__()
         self.name = name
         self.capabilities = capabilities
         self.clock = clock

@@ -1,72 +1,76 @@
-"""Which platform adapters this process runs, built from the configuration (one line each)."""
+"""The platform list: one line per platform. Config validation, the adapters this process
+runs, the capability lookup, the people CSV's columns and `check-config` all read it."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
-from bot.config import Config
-from bot.platforms.base import Capabilities, Platform
-from bot.platforms.egov_callback import EgovCallbackPlatform
-from bot.platforms.local import LocalPlatform
-from bot.platforms.matrix import MatrixPlatform
-from bot.platforms.webhook import WebhookPlatform
-from bot.platforms.wecom import WecomPlatform
+from bot.core.config import CoreConfig
+from bot.core.platform import BuildContext, Capabilities, Platform, PlatformSpec
+from bot.platforms import local, matrix, webhook, wecom
+
+PLATFORMS: tuple[PlatformSpec[Any], ...] = (
+    local.SPEC,
+    webhook.SPEC,
+    wecom.SPEC,
+    matrix.SPEC,
+)
+
+BY_NAME: Mapping[str, PlatformSpec[Any]] = {spec.name: spec for spec in PLATFORMS}
 
 
 def capabilities_of(platform: str) -> Capabilities:
-    """What an adapter can do, known before it is built (unknown platforms: nothing)."""
-    adapters: dict[str, type[Platform]] = {
-        "local": LocalPlatform,
-        "webhook": WebhookPlatform,
-        "wecom": WecomPlatform,
-        "matrix": MatrixPlatform,
-    }
-    adapter = adapters.get(platform)
-    return adapter.capabilities if adapter is not None else Capabilities()
+    """What a platform can do, known before it is built (unknown platforms: nothing)."""
+    spec = BY_NAME.get(platform)
+    return spec.capabilities if spec is not None else Capabilities()
+
+
+def directory_columns() -> tuple[str, ...]:
+    """The people CSV's platform columns (each holds people's user ids on that platform)."""
+    return tuple(spec.directory_column for spec in PLATFORMS if spec.directory_column)
 
 
 class PlatformUnavailable(Exception):
-    """The configuration binds the group to a platform this version cannot run."""
+    """The configuration binds the group to a platform this process cannot run."""
+
+
+def active(config: CoreConfig, platforms: object) -> list[tuple[PlatformSpec[Any], Any]]:
+    """The platforms this process runs, with their settings: the bound group's, and every
+    other one whose table is present (and enabled)."""
+    running = []
+    for spec in PLATFORMS:
+        settings = spec.settings_of(platforms)
+        bound = config.group.platform == spec.name
+        if settings is None:
+            if bound:
+                raise PlatformUnavailable(
+                    f"group.platform = {spec.name!r} needs a [platforms.{spec.name}] table"
+                )
+            continue
+        if bound or spec.enabled(settings):
+            running.append((spec, settings))
+    return running
 
 
 def build_platforms(
-    config: Config, environ: Mapping[str, str], *, local: LocalPlatform | None = None
+    config: CoreConfig, platforms: object, environ: Mapping[str, str]
 ) -> dict[str, Platform]:
-    """The adapters for the bound group and every enabled platform table (the local group's
-    adapter is built by the app, which owns its room)."""
-    platforms: dict[str, Platform] = {}
-    available = set()
-    if config.group.platform == "local" or config.platforms.local.enabled:
-        available.add("local")
-        if local is not None:
-            platforms["local"] = local
-    if config.platforms.webhook is not None:
-        webhook = config.platforms.webhook
-        if webhook.environment_problems(environ):
-            raise PlatformUnavailable(
-                f"platforms.webhook: environment variable {webhook.token_env} is not set"
+    """The adapters for the bound group and every configured platform, by name."""
+    built: dict[str, Platform] = {}
+    for spec, settings in active(config, platforms):
+        problems = settings.environment_problems(environ)
+        if problems:
+            key, reason = problems[0]
+            raise PlatformUnavailable(f"platforms.{spec.name}.{key}: {reason}")
+        bound = config.group.platform == spec.name
+        built[spec.name] = spec.build(
+            BuildContext(
+                settings=settings,
+                environ=environ,
+                group_chat_id=config.group.chat_id if bound else None,
+                language=config.bot.language,
+                bot_names=tuple(config.bot.names),
             )
-        platforms["webhook"] = WebhookPlatform(webhook, webhook.token(environ))
-    if config.platforms.wecom is not None:
-        wecom = config.platforms.wecom
-        problems = wecom.environment_problems(environ)
-        if problems:
-            raise PlatformUnavailable(f"platforms.wecom.{problems[0][0]}: {problems[0][1]}")
-        platforms["wecom"] = WecomPlatform(wecom, wecom.secrets(environ))
-    if config.platforms.matrix is not None:
-        matrix = config.platforms.matrix
-        problems = matrix.environment_problems(environ)
-        if problems:
-            raise PlatformUnavailable(f"platforms.matrix.{problems[0][0]}: {problems[0][1]}")
-        room = config.group.chat_id if config.group.platform == "matrix" else ""
-        platforms["matrix"] = MatrixPlatform(matrix, environ[matrix.access_token_env], room_id=room)
-    secret = config.egov.secret(environ)
-    if config.egov.callback_url and secret:
-        platforms["egov"] = EgovCallbackPlatform(secret)  # the portal's status callbacks
-    available.update(platforms)
-    if config.group.platform not in available:
-        raise PlatformUnavailable(
-            f"group.platform = {config.group.platform!r}: this version of workbot has no "
-            f"adapter for it yet (available: {', '.join(sorted(available)) or 'none'})"
         )
-    return platforms
+    return built

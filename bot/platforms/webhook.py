@@ -34,11 +34,14 @@ from urllib.parse import quote
 import aiohttp
 from pydantic import ConfigDict, Field, field_validator
 
-from bot.configtypes import ConfigSection, Duration, check_env_name, http_url_problem
-from bot.platforms.base import (
+from bot.core.configtypes import ConfigSection, Duration, check_env_name, http_url_problem
+from bot.core.platform import (
+    BasePlatform,
+    BuildContext,
     Capabilities,
     Delivery,
     PermanentError,
+    PlatformSpec,
     RateLimit,
     RetryLater,
     SendResult,
@@ -160,11 +163,14 @@ async def _read_body(response: aiohttp.ClientResponse) -> bytes:
     return b"".join(chunks)[:_MAX_BODY]
 
 
-class WebhookPlatform:
+CAPABILITIES = Capabilities(buttons=True, edit=True, dm=True, idempotent_send=True)
+
+
+class WebhookPlatform(BasePlatform):
     """Sends and edits messages through an in-house JSON webhook (see the module docstring)."""
 
     name = "webhook"
-    capabilities = Capabilities(buttons=True, edit=True, dm=True, idempotent_send=True)
+    capabilities = CAPABILITIES
 
     def __init__(
         self,
@@ -174,6 +180,7 @@ class WebhookPlatform:
     ) -> None:
         if not token:
             raise ValueError("the webhook token must not be empty")
+        super().__init__()
         self.config = config
         self._token = token
         self._session = session
@@ -265,3 +272,18 @@ class WebhookPlatform:
         if status == 408 or status >= 500:
             raise RetryLater(error, _retry_after(retry_header, date_header, body))
         raise PermanentError(error)
+
+
+def build(ctx: BuildContext[WebhookConfig]) -> WebhookPlatform:
+    """The adapter for a validated [platforms.webhook] table and its token."""
+    return WebhookPlatform(ctx.settings, ctx.settings.token(ctx.environ))
+
+
+SPEC = PlatformSpec(
+    name="webhook",
+    config_model=WebhookConfig,
+    capabilities=CAPABILITIES,
+    build=build,
+    directory_column=None,
+    doc="docs/platforms/webhook.md",
+)

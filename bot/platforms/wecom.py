@@ -9,8 +9,8 @@
 - Access tokens are cached and refreshed before they expire; 40014/42001 refresh and retry once.
   45009 (rate limited) and -1 (busy) are retried later through the outbox.
 
-The adapter never touches storage: inbound events go to an `accept` callback the app attaches
-(it stores and deduplicates them before WeCom gets its answer).
+The adapter never touches storage: inbound events go to the core's intake (given at start),
+which stores and deduplicates them before WeCom gets its answer.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import hashlib
 import logging
 import re
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -30,15 +30,19 @@ import aiohttp
 from aiohttp import web
 from pydantic import ConfigDict, Field, field_validator
 
-from bot.configtypes import ConfigSection, Duration, check_env_name, http_url_problem
-from bot.platforms.base import (
+from bot.core.configtypes import ConfigSection, Duration, check_env_name, http_url_problem
+from bot.core.platform import (
+    BasePlatform,
+    BuildContext,
     ButtonAction,
     Capabilities,
     Delivery,
+    Host,
     InboundEvent,
     InboundMessage,
     OutboundMessage,
     PermanentError,
+    PlatformSpec,
     RateLimit,
     RetryLater,
     Sender,
@@ -57,8 +61,6 @@ TOKEN_ERRORS = frozenset({40014, 42001})
 RETRY_ERRORS = {45009: 60.0, -1: 5.0, 45033: 5.0}  # errcode -> seconds to wait (45009: config)
 CALLBACK_MAX_BYTES = 64 * 1024
 _TASK_ID = re.compile(r"[^A-Za-z0-9_\-@]")
-
-Accept = Callable[[InboundEvent], Awaitable[bool]]
 
 
 class WecomConfig(ConfigSection):
@@ -172,7 +174,7 @@ def split_for(text: str, limit: int) -> list[str]:
 
 def task_id_of(delivery: Delivery) -> str:
     """The card's task id: the one the core chose (unique per assignment), else derived."""
-    chosen = str(delivery.payload.get("task_id") or "")
+    chosen = delivery.message.card_ref or ""
     if chosen:
         return _TASK_ID.sub("_", chosen)[:128]
     return "wb-" + hashlib.sha256(delivery.idempotency_key.encode()).hexdigest()[:40]
@@ -215,11 +217,88 @@ def robot_markdown(message: OutboundMessage) -> str:
     return "\n".join(lines)
 
 
-class WecomPlatform:
-    """Robot for the group, app messages and personal cards for people."""
+class WecomCallbacks:
+    """GET (URL verification) and POST (messages and events) at /callbacks/wecom."""
+
+    config: WecomConfig
+    host: Host | None
+    _callback_token: str
+    _cipher: WecomCipher
+
+    def routes(self) -> Sequence[web.RouteDef]:
+        """The app's callback URL."""
+        return (
+            web.get("/callbacks/wecom", self.verify_url),
+            web.post("/callbacks/wecom", self.receive),
+        )
+
+    def _refuse(self, request: web.Request, status: int, code: str, message: str) -> web.Response:
+        log.warning("WeCom callback refused: %s %s (%s)", status, code, message)
+        return web.json_response({"error": {"code": code, "message": message}}, status=status)
+
+    def _decrypt(self, request: web.Request, encrypted: str) -> str | web.Response:
+        q = raw_query(request)
+        try:
+            verify_signature(
+                self._callback_token,
+                q.get("timestamp", ""),
+                q.get("nonce", ""),
+                encrypted,
+                q.get("msg_signature", ""),
+            )
+        except WecomCryptoError as exc:
+            return self._refuse(request, 401, exc.code, "the signature does not match")
+        try:
+            return self._cipher.decrypt(encrypted)
+        except WecomCryptoError as exc:
+            return self._refuse(request, 400, exc.code, "the message cannot be decrypted")
+
+    async def verify_url(self, request: web.Request) -> web.StreamResponse:
+        """URL verification: answer the decrypted echostr as plain text."""
+        echostr = raw_query(request).get("echostr", "")
+        if not echostr:
+            return self._refuse(request, 400, "missing_echostr", "echostr is required")
+        plain = self._decrypt(request, echostr)
+        if isinstance(plain, web.Response):
+            return plain
+        return web.Response(text=plain, content_type="text/plain")
+
+    async def receive(self, request: web.Request) -> web.StreamResponse:
+        """A message or event: verified, decrypted, stored (deduplicated), then answered."""
+        if self.host is None:
+            raise web.HTTPServiceUnavailable(reason="starting")
+        try:
+            raw = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            return self._refuse(request, 413, "too_large", "the body is too large")
+        try:
+            outer = parse_xml(raw, max_bytes=CALLBACK_MAX_BYTES)
+        except WecomCryptoError as exc:
+            return self._refuse(request, 400, exc.code, "the body is not a WeCom XML document")
+        encrypted = outer.get("Encrypt", "")
+        if not encrypted:
+            return self._refuse(request, 400, "missing_field", "Encrypt is missing")
+        plain = self._decrypt(request, encrypted)
+        if isinstance(plain, web.Response):
+            return plain
+        try:
+            fields = parse_xml(plain.encode(), max_bytes=CALLBACK_MAX_BYTES)
+        except WecomCryptoError as exc:
+            return self._refuse(request, 400, exc.code, "the decrypted message is not XML")
+        event = event_of(fields, self.config.agent_id)
+        if event is not None:
+            await self.host.intake.accept(event)  # committed before WeCom answers; repeats dropped
+        return web.Response(text="success", content_type="text/plain")
+
+
+CAPABILITIES = Capabilities(buttons=True, dm=True, personal_cards=True)
+
+
+class WecomPlatform(WecomCallbacks, BasePlatform):
+    """Robot for the group, app messages and personal cards for people; the app's callback."""
 
     name = "wecom"
-    capabilities = Capabilities(buttons=True, dm=True, personal_cards=True)
+    capabilities = CAPABILITIES
 
     def __init__(
         self,
@@ -228,7 +307,10 @@ class WecomPlatform:
         *,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        super().__init__()
         self.config = config
+        self._callback_token = secrets.token
+        self._cipher = WecomCipher(secrets.aes_key, config.corp_id)
         self._secrets = secrets
         self._clock = clock
         self._session: aiohttp.ClientSession | None = None
@@ -317,18 +399,18 @@ class WecomPlatform:
             return await self._send_group(delivery)
         if delivery.target_kind is not TargetKind.PERSON:
             raise PermanentError(f"WeCom cannot send to a {delivery.target_kind.value}")
-        update = delivery.payload.get("update_card")
-        if isinstance(update, Mapping):
+        update = delivery.message.card_update
+        if update is not None:
             await self._app_call(
                 "/cgi-bin/message/update_template_card",
                 {
                     "userids": [delivery.target],
                     "agentid": self.config.agent_id,
-                    "response_code": str(update.get("response_code", "")),
-                    "button": {"replace_name": fit(str(update.get("replace_name", "")), 60)},
+                    "response_code": update.token,
+                    "button": {"replace_name": fit(update.label, 60)},
                 },
             )
-            return SendResult(f"card:{update.get('task_id', '')}")
+            return SendResult(f"card:{update.card_ref}")
         message = delivery.message
         if message.card is not None and message.card.buttons:
             data = await self._app_call(
@@ -355,10 +437,6 @@ class WecomPlatform:
         for piece in split_for(content, MARKDOWN_LIMIT):
             await self._robot({"msgtype": "markdown", "markdown": {"content": piece}})
         return SendResult(f"robot:{delivery.outbox_id}")
-
-    async def edit(self, delivery: Delivery) -> SendResult:
-        """Robot posts cannot be edited (the core knows: edit is not a capability)."""
-        raise PermanentError("WeCom group robot messages cannot be edited")
 
     def rate_limits(self, delivery: Delivery) -> list[RateLimit]:
         """The robot's published 20 messages per minute; app messages have a daily quota."""
@@ -401,7 +479,7 @@ def event_of(fields: Mapping[str, str], agent_id: int) -> InboundEvent | None:
             sender=sender,
             value=fields.get("EventKey", ""),
             message_id=fields.get("TaskId") or None,
-            response_code=fields.get("ResponseCode") or None,
+            card_token=fields.get("ResponseCode") or None,
         )
     return None
 
@@ -417,78 +495,16 @@ def raw_query(request: web.Request) -> dict[str, str]:
     return params
 
 
-class WecomCallbacks:
-    """GET (URL verification) and POST (messages and events) at /callbacks/wecom."""
+def build(ctx: BuildContext[WecomConfig]) -> WecomPlatform:
+    """The adapter for a validated [platforms.wecom] table and its secrets."""
+    return WecomPlatform(ctx.settings, ctx.settings.secrets(ctx.environ))
 
-    def __init__(self, config: WecomConfig, secrets: WecomSecrets) -> None:
-        self.config = config
-        self._token = secrets.token
-        self._cipher = WecomCipher(secrets.aes_key, config.corp_id)
-        self._accept: Accept | None = None
 
-    def attach(self, accept: Accept | None) -> None:
-        """Attach (or detach) the core's durable intake."""
-        self._accept = accept
-
-    def add_to(self, router: web.UrlDispatcher) -> None:
-        """Register the callback URL."""
-        router.add_get("/callbacks/wecom", self.verify_url)
-        router.add_post("/callbacks/wecom", self.receive)
-
-    def _refuse(self, request: web.Request, status: int, code: str, message: str) -> web.Response:
-        log.warning("WeCom callback refused: %s %s (%s)", status, code, message)
-        return web.json_response({"error": {"code": code, "message": message}}, status=status)
-
-    def _decrypt(self, request: web.Request, encrypted: str) -> str | web.Response:
-        q = raw_query(request)
-        try:
-            verify_signature(
-                self._token,
-                q.get("timestamp", ""),
-                q.get("nonce", ""),
-                encrypted,
-                q.get("msg_signature", ""),
-            )
-        except WecomCryptoError as exc:
-            return self._refuse(request, 401, exc.code, "the signature does not match")
-        try:
-            return self._cipher.decrypt(encrypted)
-        except WecomCryptoError as exc:
-            return self._refuse(request, 400, exc.code, "the message cannot be decrypted")
-
-    async def verify_url(self, request: web.Request) -> web.StreamResponse:
-        """URL verification: answer the decrypted echostr as plain text."""
-        echostr = raw_query(request).get("echostr", "")
-        if not echostr:
-            return self._refuse(request, 400, "missing_echostr", "echostr is required")
-        plain = self._decrypt(request, echostr)
-        if isinstance(plain, web.Response):
-            return plain
-        return web.Response(text=plain, content_type="text/plain")
-
-    async def receive(self, request: web.Request) -> web.StreamResponse:
-        """A message or event: verified, decrypted, stored (deduplicated), then answered."""
-        if self._accept is None:
-            raise web.HTTPServiceUnavailable(reason="starting")
-        try:
-            raw = await request.read()
-        except web.HTTPRequestEntityTooLarge:
-            return self._refuse(request, 413, "too_large", "the body is too large")
-        try:
-            outer = parse_xml(raw, max_bytes=CALLBACK_MAX_BYTES)
-        except WecomCryptoError as exc:
-            return self._refuse(request, 400, exc.code, "the body is not a WeCom XML document")
-        encrypted = outer.get("Encrypt", "")
-        if not encrypted:
-            return self._refuse(request, 400, "missing_field", "Encrypt is missing")
-        plain = self._decrypt(request, encrypted)
-        if isinstance(plain, web.Response):
-            return plain
-        try:
-            fields = parse_xml(plain.encode(), max_bytes=CALLBACK_MAX_BYTES)
-        except WecomCryptoError as exc:
-            return self._refuse(request, 400, exc.code, "the decrypted message is not XML")
-        event = event_of(fields, self.config.agent_id)
-        if event is not None:
-            await self._accept(event)  # committed before WeCom hears back; a repeat is dropped
-        return web.Response(text="success", content_type="text/plain")
+SPEC = PlatformSpec(
+    name="wecom",
+    config_model=WecomConfig,
+    capabilities=CAPABILITIES,
+    build=build,
+    directory_column="wecom",
+    doc="docs/platforms/wecom.md",
+)

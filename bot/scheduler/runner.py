@@ -12,16 +12,13 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
-from sqlalchemy.ext.asyncio import AsyncSession
-
-from bot.wakeable import WakeableLoop
+from bot.core.clock import Clock
+from bot.core.loop import WakeableLoop
 from storage import jobs
-from storage.db import Database
+from storage.db import Database, Session
 from storage.models import Job
 
 log = logging.getLogger("workbot.scheduler")
-
-Clock = Callable[[], dt.datetime]
 
 
 class Reschedule(Exception):
@@ -32,7 +29,7 @@ class Reschedule(Exception):
         self.at = at
 
 
-JobHandler = Callable[[AsyncSession, Job, dt.datetime], Awaitable[None]]
+JobHandler = Callable[[Session, Job, dt.datetime], Awaitable[None]]
 
 
 @dataclass(frozen=True)
@@ -95,7 +92,7 @@ class Scheduler(WakeableLoop):
             return JobRun(job_id, kind, "unknown")
         try:
             async with self.db.transaction() as session:
-                job = await session.get(Job, job_id, populate_existing=True)
+                job = await jobs.fresh(session, job_id)
                 if job is None or job.claimed_by != self.worker:
                     return JobRun(job_id, kind, "lost")
                 await handler(session, job, now)

@@ -6,12 +6,10 @@ import datetime as dt
 from collections import defaultdict
 from functools import partial
 
-from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
-
-from bot import render
-from bot.context import BotContext
-from bot.notices import (
+from bot.core import feed as egov_callbacks
+from bot.core import render
+from bot.core.context import BotContext
+from bot.core.notices import (
     JOB_DIGEST,
     JOB_ESCALATE,
     JOB_OVERDUE,
@@ -23,9 +21,9 @@ from bot.notices import (
     view_of,
 )
 from bot.scheduler.runner import JobHandler, Reschedule
-from bot.web import egov_callbacks
-from storage import jobs, outbox, queries
-from storage.models import Job, Notice, Person
+from storage import directory, jobs, lookups, outbox, queries
+from storage.db import Session
+from storage.models import Job, Notice
 from storage.types import NoticeState, Role
 
 
@@ -39,7 +37,7 @@ def handlers(ctx: BotContext) -> dict[str, JobHandler]:
     }
 
 
-async def overdue(ctx: BotContext, session: AsyncSession, job: Job, now: dt.datetime) -> None:
+async def overdue(ctx: BotContext, session: Session, job: Job, now: dt.datetime) -> None:
     """A portal notice's deadline passed: the portal's notice.overdue callback, if owed."""
     await egov_callbacks.notice_overdue(session, ctx, int(job.payload["notice_id"]), now)
 
@@ -50,14 +48,14 @@ def _working_now(ctx: BotContext, now: dt.datetime) -> None:
         raise Reschedule(ctx.calendar.next_working_time(now))
 
 
-async def _open_notice(session: AsyncSession, job: Job) -> Notice | None:
-    notice = await session.get(Notice, int(job.payload["notice_id"]))
+async def _open_notice(session: Session, job: Job) -> Notice | None:
+    notice = await lookups.get_notice(session, int(job.payload["notice_id"]))
     if notice is None or notice.state is not NoticeState.OPEN:
         return None
     return notice
 
 
-async def remind(ctx: BotContext, session: AsyncSession, job: Job, now: dt.datetime) -> None:
+async def remind(ctx: BotContext, session: Session, job: Job, now: dt.datetime) -> None:
     """Remind, privately, each person who still owes the notice something, within budget."""
     _working_now(ctx, now)
     notice = await _open_notice(session, job)
@@ -66,7 +64,7 @@ async def remind(ctx: BotContext, session: AsyncSession, job: Job, now: dt.datet
     await remind_pending(session, ctx, notice, key=job.key, now=now)
 
 
-async def escalate(ctx: BotContext, session: AsyncSession, job: Job, now: dt.datetime) -> None:
+async def escalate(ctx: BotContext, session: Session, job: Job, now: dt.datetime) -> None:
     """Tell each department's head, privately, who in the department is overdue."""
     _working_now(ctx, now)
     notice = await _open_notice(session, job)
@@ -79,7 +77,7 @@ async def escalate(ctx: BotContext, session: AsyncSession, job: Job, now: dt.dat
             overdue_by_dept[a.department].append(a.name)
     if not overdue_by_dept:
         return
-    people = (await session.scalars(select(Person))).all()
+    people = await directory.list_people(session)
     office = [p.id for p in people if Role.OFFICE.value in p.roles]
     tally = (await queries.tallies(session, [notice.id])).get(notice.id)
     view = view_of(notice, tally)
@@ -102,7 +100,7 @@ async def escalate(ctx: BotContext, session: AsyncSession, job: Job, now: dt.dat
             )
 
 
-async def ensure_digest(session: AsyncSession, ctx: BotContext, *, now: dt.datetime) -> Job:
+async def ensure_digest(session: Session, ctx: BotContext, *, now: dt.datetime) -> Job:
     """Make sure the next working day's digest is scheduled (idempotent per day)."""
     at = ctx.calendar.next_at_time_on_workday(now, ctx.config.schedule.digest_time)
     day = at.astimezone(ctx.tz).date()
@@ -116,19 +114,13 @@ async def ensure_digest(session: AsyncSession, ctx: BotContext, *, now: dt.datet
     )
 
 
-async def digest(ctx: BotContext, session: AsyncSession, job: Job, now: dt.datetime) -> None:
+async def digest(ctx: BotContext, session: Session, job: Job, now: dt.datetime) -> None:
     """Post one index of the open formal items to the group: ids, titles, deadlines, counts."""
     day = dt.date.fromisoformat(str(job.payload["date"]))
     await ensure_digest(session, ctx, now=max(now, job.due_at))
     if now.astimezone(ctx.tz).date() != day or not ctx.calendar.is_workday(day):
         return  # a stale digest (the bot was down all day) is skipped, not posted late
-    notices = (
-        await session.scalars(
-            select(Notice)
-            .where(Notice.state == NoticeState.OPEN)
-            .order_by(Notice.deadline.is_(None), Notice.deadline, Notice.id)
-        )
-    ).all()
+    notices = await lookups.open_notices(session)
     counts = await queries.tallies(session, [n.id for n in notices])
     items = [
         view_of(n, counts.get(n.id))

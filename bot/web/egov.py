@@ -1,6 +1,6 @@
 """The e-government portal API (design.md §5.3): signed, validated, idempotent by external_id.
 
-Every request is signed (bot/web/signing.py). A notice pushed by the portal is created and
+Every request is signed (bot/core/portal_signing.py). A notice pushed by the portal is created and
 posted to the group through the outbox in one transaction; the same external_id with the same
 body answers 200 with the same id, with a different body 409. Concurrent duplicates are
 settled by the (source, external_id) unique constraint, not by timing.
@@ -29,13 +29,12 @@ from pydantic import (
     ValidationError,
     model_validator,
 )
-from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 
-from bot.appkeys import BOT, CONFIG, DATABASE, EGOV_SECRET
-from bot.notices import publish_notice
-from bot.web import signing
-from storage import queries
+from bot.core import portal_signing as signing
+from bot.core.appkeys import BOT, CONFIG, DATABASE, EGOV_SECRET
+from bot.core.notices import publish_notice
+from storage import lookups, queries
+from storage.db import Conflict
 from storage.domain import Actor, Audience, NoticeDraft
 from storage.errors import (
     AudienceEmpty,
@@ -45,7 +44,6 @@ from storage.errors import (
     UnknownNotice,
     UnknownPerson,
 )
-from storage.models import Notice
 from storage.types import NoticeKind, NoticeSource, Requires
 
 log = logging.getLogger("workbot.egov")
@@ -302,14 +300,7 @@ def draft_of(notice: EgovNotice, payload_digest: str) -> NoticeDraft:
 
 async def _existing(request: web.Request, external_id: str) -> tuple[int, str | None] | None:
     async with request.app[DATABASE].read() as session:
-        row = (
-            await session.execute(
-                select(Notice.id, Notice.payload_digest).where(
-                    Notice.source == NoticeSource.EGOV, Notice.external_id == external_id
-                )
-            )
-        ).one_or_none()
-    return None if row is None else (row[0], row[1])
+        return await lookups.portal_notice(session, external_id)
 
 
 def _created(notice_id: int, status: int) -> web.Response:
@@ -367,7 +358,7 @@ async def create_notice(request: web.Request) -> web.Response:
                 actor=ACTOR,
                 now=dt.datetime.now(dt.UTC),
             )
-    except IntegrityError:
+    except Conflict:
         # The external_id is taken (a repeat, or a concurrent request that committed first):
         # the unique constraint decides, so the common case costs no extra lookup.
         found = await _existing(request, notice.external_id)

@@ -16,7 +16,8 @@ from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from bot import __version__
-from bot.platforms.local import (
+from bot.core.portal_signing import SIGNATURE_HEADER, TIMESTAMP_HEADER
+from bot.core.room import (
     ActionResult,
     DirectoryDoc,
     LocalMessageDoc,
@@ -26,7 +27,6 @@ from bot.platforms.local import (
     PostMessage,
 )
 from bot.web.egov import EgovNotice, ErrorDoc, NoticeCreated, NoticeStatusDoc
-from bot.web.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER
 
 REF_TEMPLATE = "#/components/schemas/{model}"
 SIGNATURE_SCHEME = "workbotSignature"

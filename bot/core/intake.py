@@ -9,11 +9,16 @@ finished (the process died) are picked up again by `recover()` at start-up.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import logging
+from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
+from bot.core.clock import Clock
+from bot.core.platform import ButtonAction, InboundEvent, InboundMessage, Reaction, Sender
 from storage import inbound
 from storage.db import Database
 from storage.types import InboundStatus
@@ -22,7 +27,6 @@ log = logging.getLogger("workbot.inbound")
 
 Result = InboundStatus | tuple[InboundStatus, str | None]
 Processor = Callable[[str, Mapping[str, Any]], Awaitable[Result]]
-Clock = Callable[[], dt.datetime]
 
 
 class InboundGate:
@@ -106,3 +110,93 @@ class InboundGate:
         """Wait for the processing started so far (tests and graceful shutdown)."""
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+
+@dataclass(frozen=True)
+class Handled:
+    """How an event ended, and a short note of why (kept on the inbound row, and counted)."""
+
+    status: InboundStatus
+    note: str
+
+
+_KINDS: dict[str, type[InboundMessage] | type[ButtonAction] | type[Reaction]] = {
+    "message": InboundMessage,
+    "button": ButtonAction,
+    "reaction": Reaction,
+}
+
+
+def event_to_payload(event: InboundEvent) -> dict[str, Any]:
+    """A neutral event as the JSON stored in the inbound table."""
+    kind = next(k for k, cls in _KINDS.items() if isinstance(event, cls))
+    data = dataclasses.asdict(event)
+    if data.get("at") is not None:
+        data["at"] = data["at"].isoformat()
+    if "mentions" in data:
+        data["mentions"] = list(data["mentions"])
+    return {"kind": kind, **data}
+
+
+def event_from_payload(payload: Mapping[str, Any]) -> InboundEvent:
+    """The neutral event back from its stored JSON."""
+    data = dict(payload)
+    cls = _KINDS[str(data.pop("kind"))]
+    data["sender"] = Sender(**data["sender"])
+    if data.get("at"):
+        data["at"] = dt.datetime.fromisoformat(data["at"])
+    if "mentions" in data:
+        data["mentions"] = tuple(data["mentions"])
+    if cls is ButtonAction and "response_code" in data:  # stored before the neutral name
+        data["card_token"] = data.pop("response_code")
+    event: InboundEvent = cls(**data)
+    return event
+
+
+class ChatIntake:
+    """The one intake of every platform's events (the `Intake` adapters are given): each is
+    stored and deduplicated, then processed one at a time, in arrival order."""
+
+    def __init__(
+        self,
+        db: Database,
+        process: Callable[[InboundEvent], Awaitable[Handled]],
+        *,
+        clock: Clock,
+        notes: Counter[str] | None = None,
+    ) -> None:
+        self.handle = process
+        self.gate = InboundGate(db, self._process, clock=clock)
+        self.notes: Counter[str] = notes if notes is not None else Counter()
+        self._lock = asyncio.Lock()
+
+    async def _process(
+        self, source: str, payload: Mapping[str, Any]
+    ) -> tuple[InboundStatus, str | None]:
+        event = event_from_payload(payload)
+        async with self._lock:  # in order: a 收到 is handled before the 进度 typed after it
+            handled = await self.handle(event)
+        self.notes[handled.note] += 1
+        return handled.status, handled.note
+
+    async def accept(self, event: InboundEvent) -> bool:
+        """Store a platform event (committed on return) and process it afterwards."""
+        return await self.gate.accept(event.platform, event.event_id, event_to_payload(event))
+
+    async def accept_and_wait(self, event: InboundEvent) -> bool:
+        """Store a platform event and process it before returning."""
+        return await self.gate.accept_and_wait(
+            event.platform, event.event_id, event_to_payload(event)
+        )
+
+    def spawn(self, source: str, event_id: str, payload: Mapping[str, Any]) -> None:
+        """Process an event that was stored by someone else (the local room's group commit)."""
+        self.gate.spawn(source, event_id, payload)
+
+    async def recover(self) -> int:
+        """Process what the last run stored but did not finish."""
+        return await self.gate.recover()
+
+    async def drain(self) -> None:
+        """Wait for the processing started so far."""
+        await self.gate.drain()

@@ -5,12 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from zoneinfo import ZoneInfo
 
-from bot.acklinks import AckLinks, ReportLinks
-from bot.config import Config
-from bot.i18n import Translator
-from bot.platforms.base import Capabilities, TargetKind
-from bot.platforms.registry import capabilities_of
-from bot.scheduler.calendar import WorkCalendar
+from bot.core.calendar import WorkCalendar
+from bot.core.config import CoreConfig
+from bot.core.i18n import Translator
+from bot.core.links import AckLinks, ReportLinks
+from bot.core.platform import Capabilities, TargetKind
 from storage.outbox import Target
 
 
@@ -18,7 +17,7 @@ from storage.outbox import Target
 class BotContext:
     """The language, timezone, calendar and bound group every service works with."""
 
-    config: Config
+    config: CoreConfig
     t: Translator
     tz: ZoneInfo
     calendar: WorkCalendar
@@ -28,7 +27,9 @@ class BotContext:
     group_capabilities: Capabilities = field(default_factory=Capabilities)
 
     @classmethod
-    def from_config(cls, config: Config) -> BotContext:
+    def from_config(
+        cls, config: CoreConfig, group_capabilities: Capabilities | None = None
+    ) -> BotContext:
         """Resolve the context for a validated configuration."""
         tz = config.bot.tz
         return cls(
@@ -37,5 +38,5 @@ class BotContext:
             tz=tz,
             calendar=WorkCalendar.from_config(config.schedule, tz),
             group=Target(config.group.platform, TargetKind.CHAT.value, config.group.chat_id),
-            group_capabilities=capabilities_of(config.group.platform),
+            group_capabilities=group_capabilities or Capabilities(),
         )

@@ -10,14 +10,12 @@ import html
 import logging
 
 from aiohttp import web
-from sqlalchemy import select
 
-from bot.acklinks import LinkError, LinkExpired
-from bot.appkeys import BOT, DATABASE
-from bot.context import BotContext
-from bot.notices import refresh_tally
-from bot.render import when
-from storage import domain
+from bot.core.appkeys import BOT, DATABASE
+from bot.core.context import BotContext
+from bot.core.links import LinkError, LinkExpired
+from bot.core.render import when
+from storage import domain, lookups
 from storage.errors import DomainError
 from storage.models import Assignment, Notice, Person
 from storage.types import AssignmentState, Channel, NoticeState
@@ -84,14 +82,7 @@ async def _load(
     except LinkError as exc:
         return _refusal(request, exc)
     async with request.app[DATABASE].read() as session:
-        row = (
-            await session.execute(
-                select(Assignment, Notice, Person)
-                .join(Notice, Notice.id == Assignment.notice_id)
-                .join(Person, Person.id == Assignment.person_id)
-                .where(Assignment.id == assignment_id)
-            )
-        ).one_or_none()
+        row = await lookups.assignment_with_context(session, assignment_id)
     if row is None:
         return _fail(request, 400, "unknown_assignment", ctx.t("link.unknown"))
     a, notice, person = row
@@ -154,8 +145,6 @@ async def acknowledge(request: web.Request) -> web.Response:
                 actor=domain.Actor.of(person),
                 now=now,
             )
-            if change.changed:
-                await refresh_tally(session, ctx, notice.id, now=now)
     except DomainError as exc:
         log.warning("ack link for assignment %s refused: %s", a.id, exc.code)
         return _closed(request, notice)

@@ -6,7 +6,7 @@ import string
 from collections.abc import Mapping
 from typing import Any
 
-from bot.i18n import en, zh_cn
+from bot.core.i18n import en, zh_cn
 
 CATALOGS: Mapping[str, Mapping[str, str]] = {"zh-CN": zh_cn.MESSAGES, "en": en.MESSAGES}
 DEFAULT_LANGUAGE = "zh-CN"

@@ -1,106 +1,25 @@
-"""The chat core at run time: inbound events in order through the dispatcher, and the local
-group's room backend (durable group-committed posts, directory, bot posts and edits)."""
+"""The built-in local group's durable room: posts group-committed, the bot's posts and edits
+idempotent by outbox key, actionable posts handed to the chat intake (the RoomBackend the
+local adapter serves)."""
 
 from __future__ import annotations
 
-import asyncio
-import dataclasses
-import datetime as dt
-import logging
 import uuid
-from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
-
-from bot.inbound import InboundGate
-from bot.ingest import GroupCommit, ThreadedGroupCommit
-from bot.platforms.base import (
-    ButtonAction,
-    InboundEvent,
-    InboundMessage,
-    Reaction,
-    Sender,
-)
-from bot.platforms.local import PostAction, PostMessage, RoomHub, message_json
-from handlers.commands import Intent
-from handlers.dispatch import Dispatcher
-from handlers.parse import could_be_command, parse
-from storage import local_room
-from storage.db import Database
-from storage.models import LocalMessage, Person
-from storage.types import InboundStatus
-
-log = logging.getLogger("workbot.chat")
-
-Clock = Callable[[], dt.datetime]
-
-_KINDS: dict[str, type[InboundMessage] | type[ButtonAction] | type[Reaction]] = {
-    "message": InboundMessage,
-    "button": ButtonAction,
-    "reaction": Reaction,
-}
+from bot.core.clock import Clock
+from bot.core.group_commit import GroupCommit, ThreadedGroupCommit
+from bot.core.intake import ChatIntake, event_to_payload
+from bot.core.platform import ButtonAction, InboundMessage, Sender
+from bot.core.room import PostAction, PostMessage, RoomHub, message_json
+from storage import directory, local_room
+from storage.db import Database, Session
+from storage.models import LocalMessage
 
 
-def event_to_payload(event: InboundEvent) -> dict[str, Any]:
-    """A neutral event as the JSON stored in the inbound table."""
-    kind = next(k for k, cls in _KINDS.items() if isinstance(event, cls))
-    data = dataclasses.asdict(event)
-    if data.get("at") is not None:
-        data["at"] = data["at"].isoformat()
-    if "mentions" in data:
-        data["mentions"] = list(data["mentions"])
-    return {"kind": kind, **data}
-
-
-def event_from_payload(payload: Mapping[str, Any]) -> InboundEvent:
-    """The neutral event back from its stored JSON."""
-    data = dict(payload)
-    cls = _KINDS[str(data.pop("kind"))]
-    data["sender"] = Sender(**data["sender"])
-    if data.get("at"):
-        data["at"] = dt.datetime.fromisoformat(data["at"])
-    if "mentions" in data:
-        data["mentions"] = tuple(data["mentions"])
-    event: InboundEvent = cls(**data)
-    return event
-
-
-class ChatService:
-    """Stores and processes inbound chat events: one at a time, in arrival order."""
-
-    def __init__(
-        self,
-        db: Database,
-        dispatcher: Dispatcher,
-        *,
-        clock: Clock,
-        notes: Counter[str] | None = None,
-    ) -> None:
-        self.db = db
-        self.dispatcher = dispatcher
-        self.gate = InboundGate(db, self._process, clock=clock)
-        self.notes: Counter[str] = notes if notes is not None else Counter()
-        self._lock = asyncio.Lock()
-
-    async def _process(
-        self, source: str, payload: Mapping[str, Any]
-    ) -> tuple[InboundStatus, str | None]:
-        event = event_from_payload(payload)
-        async with self._lock:  # in order: a 收到 is handled before the 进度 typed after it
-            handled = await self.dispatcher.handle(event)
-        self.notes[handled.note] += 1
-        return handled.status, handled.note
-
-    async def accept(self, event: InboundEvent) -> bool:
-        """Store a platform event (committed on return) and process it afterwards."""
-        return await self.gate.accept(event.platform, event.event_id, event_to_payload(event))
-
-
-class LocalRoomBackend:
-    """The local group's storage and processing, behind the platform's RoomBackend protocol."""
+class LocalRoom:
+    """The local group's storage and processing (the RoomBackend the local platform serves)."""
 
     def __init__(
         self,
@@ -110,9 +29,11 @@ class LocalRoomBackend:
         chat_id: str,
         bot_names: Sequence[str],
         clock: Clock,
+        actionable: Callable[[str], bool],
     ) -> None:
         self.db = db
-        self.chat: ChatService | None = None  # attached once the dispatcher exists
+        self.intake: ChatIntake | None = None  # attached once the chat core exists
+        self.actionable = actionable
         self.hub = hub
         self.chat_id = chat_id
         self.bot_names = tuple(bot_names)
@@ -141,8 +62,7 @@ class LocalRoomBackend:
 
     async def _load_names(self) -> None:
         async with self.db.read() as session:
-            rows = (await session.execute(select(Person.id, Person.name))).all()
-        self.names = {pid: name for pid, name in rows}
+            self.names = await directory.names(session)
 
     def _inbound_payload(self, message_id: int, post: local_room.Post) -> dict[str, Any]:
         event = InboundMessage(
@@ -158,7 +78,7 @@ class LocalRoomBackend:
         return event_to_payload(event)
 
     async def _write(
-        self, session: AsyncSession, posts: list[local_room.Post]
+        self, session: Session, posts: list[local_room.Post]
     ) -> list[local_room.Stored]:
         return await local_room.append_posts(
             session, posts, now=self.clock(), inbound=self._inbound_payload
@@ -170,8 +90,8 @@ class LocalRoomBackend:
         for post, result in zip(posts, stored, strict=True):
             if result.duplicate:
                 continue
-            if post.actionable and self.chat is not None:
-                self.chat.gate.spawn(
+            if post.actionable and self.intake is not None:
+                self.intake.spawn(
                     "local", f"msg:{result.id}", self._inbound_payload(result.id, post)
                 )
             if not watched:
@@ -194,12 +114,8 @@ class LocalRoomBackend:
     async def post(self, body: PostMessage) -> tuple[int, bool]:
         """Store a post durably (group commit); chatter from known people is not processed."""
         known = body.sender in self.names
-        actionable = True
-        if known and body.to is None and could_be_command(body.text):
-            command = parse(body.text, bot_names=self.bot_names)
-            actionable = command.intent is not Intent.NONE or command.addressed
-        elif known and body.to is None:
-            actionable = False  # chatter: stored in the room, nothing to process
+        # Chatter from known people is stored in the room but not processed.
+        actionable = not known or body.to is not None or self.actionable(body.text)
         if not known and body.name:
             self.names.setdefault(body.sender, body.name)
         stored = await self.writer.submit(
@@ -237,11 +153,9 @@ class LocalRoomBackend:
             value=value,
             message_id=str(body.message_id),
         )
-        if self.chat is None:
+        if self.intake is None:
             return "unavailable"
-        done = await self.chat.gate.accept_and_wait(
-            "local", event.event_id, event_to_payload(event)
-        )
+        done = await self.intake.accept_and_wait(event)
         return "processed" if done else "accepted"
 
     async def messages(
@@ -272,9 +186,7 @@ class LocalRoomBackend:
     async def directory(self) -> list[dict[str, Any]]:
         """Everyone in the directory, for the page's "who are you" picker."""
         async with self.db.read() as session:
-            people = (
-                await session.scalars(select(Person).order_by(Person.department, Person.id))
-            ).all()
+            people = await directory.list_people(session)
         self.names = {p.id: p.name for p in people}
         return [
             {"id": p.id, "name": p.name, "department": p.department, "roles": list(p.roles)}

@@ -7,8 +7,8 @@ import json
 import unicodedata
 from collections.abc import Callable, Sequence
 
-from bot import reports
-from bot.i18n import Translator
+from bot.core import report_format as reports
+from bot.core.i18n import Translator
 from storage.burden import UNSPECIFIED, BurdenReport, Figures
 
 NOTHING = "-"

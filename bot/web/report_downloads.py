@@ -1,7 +1,7 @@
 """Signed report downloads: GET /r/{token} serves the period's report (DOCX by default).
 
 The office asks for a report in chat (报告 2019-11); platforms that cannot send files get a
-link instead, signed for that period and expiring (bot/acklinks.py ReportLinks).
+link instead, signed for that period and expiring (bot/core/links.py ReportLinks).
 """
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ import logging
 
 from aiohttp import web
 
-from bot import reports
-from bot.acklinks import LinkError, LinkExpired
-from bot.appkeys import BOT, DATABASE
+from bot.core import report_format as reports
+from bot.core.appkeys import BOT, DATABASE
+from bot.core.links import LinkError, LinkExpired
 from storage.reports import outcome_rows
 
 log = logging.getLogger("workbot.reports")

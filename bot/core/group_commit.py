@@ -14,16 +14,14 @@ from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Generic, TypeVar
 
-from sqlalchemy.ext.asyncio import AsyncSession
-
-from storage.db import Database
+from storage.db import Database, Session
 
 log = logging.getLogger("workbot.ingest")
 
 T = TypeVar("T")
 R = TypeVar("R")
 
-Write = Callable[[AsyncSession, list[T]], Awaitable[Sequence[R]]]
+Write = Callable[[Session, list[T]], Awaitable[Sequence[R]]]
 Committed = Callable[[list[T], Sequence[R]], None]
 
 
@@ -138,7 +136,7 @@ class ThreadedGroupCommit(GroupCommit[T, R]):
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="workbot-ingest")
 
     @staticmethod
-    async def _unused(session: AsyncSession, items: list[T]) -> Sequence[R]:
+    async def _unused(session: Session, items: list[T]) -> Sequence[R]:
         raise AssertionError("ThreadedGroupCommit writes on its own thread")
 
     async def _write_batch(self, items: list[T]) -> Sequence[R]:

@@ -7,8 +7,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
-from bot.i18n import Translator
-from bot.platforms.base import Button, Card, OutboundMessage
+from bot.core.i18n import Translator
+from bot.core.platform import Button, Card, OutboundMessage
 from storage.types import NoticeKind, NoticeState, Requires
 
 ACK_VALUE_PREFIX = "ack:"

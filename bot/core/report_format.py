@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from bot.i18n import Translator
+from bot.core.i18n import Translator
 from storage.domain import Metric
 from storage.reports import OutcomeRow
 

@@ -6,9 +6,8 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
-from collections.abc import Callable
 
-Clock = Callable[[], dt.datetime]
+from bot.core.clock import Clock
 
 
 class WakeableLoop:

@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 
 import chinese_calendar  # type: ignore[import-untyped]
 
-from bot.config import ScheduleConfig
+from bot.core.config import ScheduleConfig
 
 logger = logging.getLogger("workbot.calendar")
 

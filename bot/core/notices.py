@@ -6,19 +6,18 @@ it and the jobs that will remind about it are committed together or not at all.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 
-from sqlalchemy import func, select
-from sqlalchemy.ext.asyncio import AsyncSession
-
-from bot import render
-from bot.context import BotContext
-from bot.platforms.base import OutboundMessage, TargetKind
-from storage import jobs, outbox, queries
+from bot.core import render
+from bot.core.context import BotContext
+from bot.core.platform import OutboundMessage, TargetKind
+from storage import directory, jobs, lookups, outbox, queries
+from storage.db import Session
 from storage.domain import Actor, NoticeDraft, create_notice
-from storage.models import Assignment, Notice, OutboxMessage, PersonIdentity
+from storage.models import Notice, OutboxMessage
 from storage.outbox import Target
-from storage.types import AssignmentState, NoticeSource, OutboxState
+from storage.types import AssignmentState, NoticeSource
 
 JOB_REMIND = "remind"
 JOB_ESCALATE = "escalate"
@@ -53,7 +52,7 @@ def view_of(notice: Notice, tally: queries.Tally | None) -> render.NoticeView:
 
 
 async def publish_notice(
-    session: AsyncSession,
+    session: Session,
     ctx: BotContext,
     draft: NoticeDraft,
     *,
@@ -80,7 +79,7 @@ async def publish_notice(
 
 
 async def send_personal_cards(
-    session: AsyncSession,
+    session: Session,
     ctx: BotContext,
     notice: Notice,
     message: OutboundMessage,
@@ -89,21 +88,16 @@ async def send_personal_cards(
 ) -> int:
     """Each assignee's own copy of the notice card, privately, with a task id unique to the
     assignment (the platform calls back with it when the 收到 button is clicked)."""
-    rows = (
-        await session.execute(
-            select(Assignment.id, Assignment.person_id).where(Assignment.notice_id == notice.id)
-        )
-    ).all()
     sent = 0
-    for assignment_id, person_id in rows:
+    for assignment_id, person_id in await lookups.assignees(session, notice.id):
         target = await dm_target(session, ctx, person_id)
         if target is None:
             continue
-        payload = message.to_payload() | {"task_id": f"wb-{notice.id}-{assignment_id}"}
+        card = dataclasses.replace(message, card_ref=f"wb-{notice.id}-{assignment_id}")
         await outbox.add(
             session,
             target=target,
-            payload=payload,
+            payload=card.to_payload(),
             idempotency_key=f"notice:{notice.id}:card:{person_id}"[:200],
             now=now,
             purpose=PURPOSE_CARD,
@@ -114,9 +108,7 @@ async def send_personal_cards(
     return sent
 
 
-async def plan_jobs(
-    session: AsyncSession, ctx: BotContext, notice: Notice, *, now: dt.datetime
-) -> None:
+async def plan_jobs(session: Session, ctx: BotContext, notice: Notice, *, now: dt.datetime) -> None:
     """Schedule the notice's reminders and its escalation, each at a working time."""
     if notice.deadline is None:
         return
@@ -168,9 +160,10 @@ async def plan_jobs(
 
 
 async def refresh_tally(
-    session: AsyncSession, ctx: BotContext, notice_id: int, *, now: dt.datetime
+    session: Session, ctx: BotContext, notice_id: int, *, now: dt.datetime
 ) -> OutboxMessage | None:
-    """Edit the notice's group post in place with its new counts.
+    """Edit the notice's group post in place with its new counts (the audit feed calls this
+    for every notice whose assignments changed, whatever surface changed them).
 
     Edits coalesce: while an earlier tally edit is still waiting to be sent, its payload is
     replaced instead of queueing another, so a burst of acks costs one edit, not one each.
@@ -179,55 +172,27 @@ async def refresh_tally(
     """
     if not ctx.group_capabilities.edit:
         return None
-    post = (
-        await session.execute(
-            select(OutboxMessage).where(OutboxMessage.idempotency_key == f"notice:{notice_id}:post")
-        )
-    ).scalar_one_or_none()
-    notice = await session.get(Notice, notice_id)
+    post = await outbox.by_key(session, f"notice:{notice_id}:post")
+    notice = await lookups.get_notice(session, notice_id)
     if post is None or notice is None:
         return None
     tally = (await queries.tallies(session, [notice_id])).get(notice_id)
     payload = render.notice_post(ctx.t, ctx.tz, view_of(notice, tally)).to_payload()
-    waiting = (
-        await session.execute(
-            select(OutboxMessage)
-            .where(
-                OutboxMessage.edit_of_id == post.id,
-                OutboxMessage.state == OutboxState.PENDING,
-                OutboxMessage.claimed_by.is_(None),
-            )
-            .order_by(OutboxMessage.id.desc())
-            .limit(1)
-            .with_for_update(skip_locked=True)
-        )
-    ).scalar_one_or_none()
-    if waiting is not None:
-        waiting.payload = payload
-        return waiting
-    edits = await session.scalar(
-        select(func.count()).select_from(OutboxMessage).where(OutboxMessage.edit_of_id == post.id)
-    )
-    return await outbox.enqueue(
+    return await outbox.coalesce_edit(
         session,
-        target=Target(post.platform, post.target_kind, post.target),
-        payload=payload,
-        idempotency_key=f"notice:{notice_id}:tally:{int(edits or 0) + 1}",
+        post,
+        payload,
+        key_prefix=f"notice:{notice_id}:tally:",
         now=now,
         purpose=PURPOSE_TALLY,
         notice_id=notice_id,
-        edit_of_id=post.id,
     )
 
 
-async def dm_target(session: AsyncSession, ctx: BotContext, person_id: str) -> Target | None:
+async def dm_target(session: Session, ctx: BotContext, person_id: str) -> Target | None:
     """A person's private chat on the group's platform, or None if they have no account there."""
     platform = ctx.group.platform
-    uid = await session.scalar(
-        select(PersonIdentity.platform_user_id).where(
-            PersonIdentity.person_id == person_id, PersonIdentity.platform == platform
-        )
-    )
+    uid = await directory.platform_user_id(session, person_id, platform)
     if uid is None and platform == "local":
         uid = person_id  # the built-in local group addresses people by directory id
     if uid is None:
@@ -242,25 +207,16 @@ def local_day_start(ctx: BotContext, now: dt.datetime) -> dt.datetime:
 
 
 async def reminders_today(
-    session: AsyncSession, ctx: BotContext, person_id: str, now: dt.datetime
+    session: Session, ctx: BotContext, person_id: str, now: dt.datetime
 ) -> int:
     """How many reminders the person has been sent today (the budget counts every one)."""
-    return int(
-        await session.scalar(
-            select(func.count())
-            .select_from(OutboxMessage)
-            .where(
-                OutboxMessage.person_id == person_id,
-                OutboxMessage.purpose == PURPOSE_REMINDER,
-                OutboxMessage.created_at >= local_day_start(ctx, now),
-            )
-        )
-        or 0
+    return await outbox.count_for_person(
+        session, person_id, purpose=PURPOSE_REMINDER, since=local_day_start(ctx, now)
     )
 
 
 async def remind_pending(
-    session: AsyncSession,
+    session: Session,
     ctx: BotContext,
     notice: Notice,
     *,
@@ -299,19 +255,13 @@ async def remind_pending(
 
 
 async def ack_link(
-    session: AsyncSession, ctx: BotContext, notice: Notice, person_id: str, *, now: dt.datetime
+    session: Session, ctx: BotContext, notice: Notice, person_id: str, *, now: dt.datetime
 ) -> str | None:
     """A signed ack link for the person's assignment, where the group's platform has no
     buttons and the assignment still awaits its 收到; otherwise None."""
     if ctx.links is None or ctx.group_capabilities.buttons:
         return None
-    assignment = (
-        await session.execute(
-            select(Assignment).where(
-                Assignment.notice_id == notice.id, Assignment.person_id == person_id
-            )
-        )
-    ).scalar_one_or_none()
+    assignment = await lookups.assignment_of(session, notice.id, person_id)
     if assignment is None or assignment.state is not AssignmentState.PENDING:
         return None
     return ctx.links.url(assignment.id, now + ctx.config.bot.ack_link_ttl)

@@ -1,0 +1,1 @@
+"""The notice core: what handlers, web surfaces and adapters share (below handlers/)."""

@@ -1,0 +1,393 @@
+"""The Platform protocol and the platform-neutral event and message types."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
+
+from aiohttp import web
+
+from bot.core.configtypes import ConfigSection
+
+
+class TargetKind(StrEnum):
+    """Where an outbound message goes: the bound group, a person's DM, or an HTTP endpoint."""
+
+    CHAT = "chat"
+    PERSON = "person"
+    URL = "url"
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a platform can do; the core picks its zero-noise behaviour from these."""
+
+    buttons: bool = False
+    edit: bool = False
+    reactions: bool = False
+    dm: bool = False
+    receives_all_messages: bool = False
+    idempotent_send: bool = False
+    # The group cannot carry a live tally (send-only robots): each assignee gets a personal
+    # card with a 收到 button instead, updated in place when clicked (WeCom).
+    personal_cards: bool = False
+
+
+@dataclass(frozen=True)
+class Sender:
+    """Who sent an inbound event, in platform terms (mapped to a Person by the core)."""
+
+    platform_user_id: str
+    display_name: str = ""
+
+
+@dataclass(frozen=True)
+class InboundMessage:
+    """A text message in the group or a DM to the bot."""
+
+    platform: str
+    event_id: str
+    chat_id: str
+    sender: Sender
+    text: str
+    is_direct: bool = False
+    message_id: str | None = None
+    reply_to: str | None = None
+    mentions: tuple[str, ...] = ()
+    mentions_bot: bool = False
+    at: dt.datetime | None = None
+
+
+@dataclass(frozen=True)
+class ButtonAction:
+    """A click on a card button (its value identifies the assignment and the action)."""
+
+    platform: str
+    event_id: str
+    chat_id: str
+    sender: Sender
+    value: str
+    message_id: str | None = None
+    card_token: str | None = None  # a one-time code for updating the clicked card (WeCom)
+    at: dt.datetime | None = None
+
+
+@dataclass(frozen=True)
+class Reaction:
+    """An emoji reaction to a message (e.g. ✅ on Matrix)."""
+
+    platform: str
+    event_id: str
+    chat_id: str
+    sender: Sender
+    key: str
+    message_id: str
+    at: dt.datetime | None = None
+
+
+InboundEvent = InboundMessage | ButtonAction | Reaction
+
+
+@dataclass(frozen=True)
+class Button:
+    """A card button: its label and the opaque value sent back on click."""
+
+    label: str
+    value: str
+    url: str | None = None
+
+
+@dataclass(frozen=True)
+class Card:
+    """A structured card: title, body lines, optional status line and buttons."""
+
+    title: str
+    body: str = ""
+    status: str = ""
+    buttons: tuple[Button, ...] = ()
+
+
+@dataclass(frozen=True)
+class CardUpdate:
+    """Replace the clicked card's buttons with one label, for the person who clicked.
+
+    `token` is the one-time code the platform gave with the click (ButtonAction.card_token)
+    and `card_ref` the reference of the card that was clicked (OutboundMessage.card_ref)."""
+
+    token: str
+    card_ref: str
+    label: str
+
+
+@dataclass(frozen=True)
+class OutboundMessage:
+    """What to send: text, optionally a card, mentions; to the group or a person.
+
+    `card_ref` names a personal card so that a click on it can be traced back (WeCom's
+    task_id); `card_update` answers a click by updating the clicked card in place;
+    `document` is the JSON body for a URL target (the portal's status callbacks)."""
+
+    text: str
+    card: Card | None = None
+    mentions: tuple[str, ...] = ()
+    reply_to: str | None = None
+    card_ref: str | None = None
+    card_update: CardUpdate | None = None
+    document: Mapping[str, Any] | None = None
+
+    def to_payload(self) -> dict[str, Any]:
+        """The neutral JSON payload stored in the outbox."""
+        card = None
+        if self.card is not None:
+            card = {
+                "title": self.card.title,
+                "body": self.card.body,
+                "status": self.card.status,
+                "buttons": [
+                    {"label": b.label, "value": b.value, "url": b.url} for b in self.card.buttons
+                ],
+            }
+        payload: dict[str, Any] = {
+            "text": self.text,
+            "card": card,
+            "mentions": list(self.mentions),
+            "reply_to": self.reply_to,
+        }
+        if self.card_ref is not None:
+            payload["card_ref"] = self.card_ref
+        if self.card_update is not None:
+            payload["card_update"] = dataclasses.asdict(self.card_update)
+        if self.document is not None:
+            payload["document"] = dict(self.document)
+        return payload
+
+    @classmethod
+    def from_payload(cls, payload: Mapping[str, Any]) -> OutboundMessage:
+        """Rebuild a message from its outbox payload."""
+        raw = payload.get("card")
+        card = None
+        if raw:
+            card = Card(
+                title=str(raw.get("title", "")),
+                body=str(raw.get("body", "")),
+                status=str(raw.get("status", "")),
+                buttons=tuple(
+                    Button(str(b["label"]), str(b["value"]), b.get("url"))
+                    for b in raw.get("buttons", ())
+                ),
+            )
+        update = payload.get("card_update")
+        document = payload.get("document", payload.get("event"))  # "event": rows before 0.2
+        return cls(
+            text=str(payload.get("text", "")),
+            card=card,
+            mentions=tuple(payload.get("mentions", ())),
+            reply_to=payload.get("reply_to"),
+            card_ref=payload.get("card_ref"),
+            card_update=CardUpdate(
+                str(update["token"]), str(update["card_ref"]), str(update["label"])
+            )
+            if isinstance(update, Mapping)
+            else None,
+            document=document if isinstance(document, Mapping) else None,
+        )
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One outbox row handed to a platform: where, what, and how to be idempotent."""
+
+    outbox_id: int
+    idempotency_key: str
+    target_kind: TargetKind
+    target: str
+    message: OutboundMessage
+    edit_of: str | None = None
+
+
+@dataclass(frozen=True)
+class SendResult:
+    """The platform's id for the message that was sent (or edited)."""
+
+    message_id: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    """A published limit: at most `count` sends per `per_seconds` for one key."""
+
+    key: str
+    count: int
+    per_seconds: float
+
+
+class PlatformError(Exception):
+    """A send failed."""
+
+
+class RetryLater(PlatformError):
+    """A transient failure (5xx, timeout, rate limit): try again, after retry_after if given."""
+
+    def __init__(
+        self, message: str, retry_after: float | None = None, *, rate_limited: bool = False
+    ):
+        super().__init__(message)
+        self.retry_after = retry_after
+        self.rate_limited = rate_limited
+
+
+class PermanentError(PlatformError):
+    """A failure that retrying will not fix (bad token, unknown chat): dead-letter it."""
+
+
+class Intake(Protocol):
+    """Where an adapter hands every inbound event: stored and deduplicated on return, then
+    processed in order by the chat core. An adapter answers its platform only after this."""
+
+    async def accept(self, event: InboundEvent) -> bool:
+        """Store the event (committed on return); False when it was a repeat."""
+        ...
+
+    async def accept_and_wait(self, event: InboundEvent) -> bool:
+        """Store the event and wait until it has been processed (False: still queued)."""
+        ...
+
+
+class StateStore(Protocol):
+    """Small durable values an adapter keeps between runs (a sync position, a room id)."""
+
+    async def get(self, key: str) -> str | None:
+        """The stored value, or None."""
+        ...
+
+    async def put(self, key: str, value: str) -> None:
+        """Store a value (committed on return)."""
+        ...
+
+
+@dataclass(frozen=True)
+class Host:
+    """What the core gives a running adapter: the intake for its events, a store for its own
+    state, and (only for the built-in local group) the durable room it serves."""
+
+    intake: Intake
+    state: StateStore
+    room: Any = None
+
+
+@runtime_checkable
+class Platform(Protocol):
+    """The two-way contract every adapter implements; it never touches storage.
+
+    What it serves (`routes`, registered when the app is built), what it runs (`start` hands
+    it the Host and starts any receive loop; `stop` ends them), and what it sends (`send`,
+    `edit`, `rate_limits`). `close` releases its HTTP sessions once delivery has stopped."""
+
+    name: str
+    capabilities: Capabilities
+
+    def routes(self) -> Sequence[web.AbstractRouteDef]:
+        """The HTTP routes the platform calls (callbacks), served by workbot's app."""
+        ...
+
+    async def start(self, host: Host) -> None:
+        """Attach to the core and start receiving (long poll, WebSocket, stream)."""
+        ...
+
+    async def stop(self) -> None:
+        """Stop receiving; events already accepted are the core's."""
+        ...
+
+    async def send(self, delivery: Delivery) -> SendResult:
+        """Send a new message; raise RetryLater or PermanentError on failure."""
+        ...
+
+    async def edit(self, delivery: Delivery) -> SendResult:
+        """Replace the content of delivery.edit_of (a platform message id)."""
+        ...
+
+    def rate_limits(self, delivery: Delivery) -> list[RateLimit]:
+        """The published limits that this delivery counts against."""
+        ...
+
+    async def close(self) -> None:
+        """Release HTTP sessions and other resources."""
+        ...
+
+
+class BasePlatform:
+    """Defaults for the parts of the contract an adapter may not need: no routes, nothing
+    to run, no edits, no published limits, nothing to close. Inbound adapters keep the Host
+    given at start in `self.host` (None until started and after stop)."""
+
+    name: str = ""
+    capabilities: Capabilities = Capabilities()
+
+    def __init__(self) -> None:
+        self.host: Host | None = None
+
+    def routes(self) -> Sequence[web.AbstractRouteDef]:
+        """No callback routes."""
+        return ()
+
+    async def start(self, host: Host) -> None:
+        """Keep the host; nothing to run."""
+        self.host = host
+
+    async def stop(self) -> None:
+        """Forget the host."""
+        self.host = None
+
+    async def edit(self, delivery: Delivery) -> SendResult:
+        """A platform without edits: the core knows (edit is not a capability)."""
+        raise PermanentError(f"{self.name} cannot edit messages")
+
+    def rate_limits(self, delivery: Delivery) -> list[RateLimit]:
+        """No published limits."""
+        return []
+
+    async def close(self) -> None:
+        """Nothing to release."""
+
+
+SectionT = TypeVar("SectionT", bound=ConfigSection)
+
+
+@dataclass(frozen=True)
+class BuildContext(Generic[SectionT]):
+    """What an adapter is built from: its own config table, the environment (secrets), the
+    group's chat id when the group is bound to this platform, and the bot's language."""
+
+    settings: SectionT
+    environ: Mapping[str, str]
+    group_chat_id: str | None
+    language: str
+    bot_names: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class PlatformSpec(Generic[SectionT]):
+    """One platform in the platform list: everything the rest of workbot needs to know.
+
+    `config_model` validates its `[platforms.<name>]` table; `default` is the table's value
+    when the file has none (None: the platform is off unless configured); `directory_column`
+    is its column in the people CSV (people's user ids there); `build` makes the adapter."""
+
+    name: str
+    config_model: type[SectionT]
+    capabilities: Capabilities
+    build: Callable[[BuildContext[SectionT]], Platform]
+    directory_column: str | None = None
+    default: SectionT | None = None
+    enabled: Callable[[SectionT], bool] = lambda _settings: True
+    doc: str = ""
+
+    def settings_of(self, platforms: object) -> SectionT | None:
+        """This platform's validated table from a config's `platforms` section."""
+        value = getattr(platforms, self.name, None)
+        return value if isinstance(value, self.config_model) else None
