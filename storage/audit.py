@@ -64,6 +64,20 @@ def chain_hash(prev_hash: str, payload: bytes) -> str:
     return hashlib.sha256(prev_hash.encode("ascii") + payload).hexdigest()
 
 
+def _row_hash(prev_hash: str, row: AuditEvent) -> str:
+    """The hash a row must carry: chained to the previous hash over its canonical JSON."""
+    payload = canonical(
+        seq=row.seq,
+        ts=row.ts,
+        actor=row.actor,
+        action=row.action,
+        entity=row.entity,
+        entity_id=row.entity_id,
+        data=row.data,
+    )
+    return chain_hash(prev_hash, payload)
+
+
 async def append(
     session: AsyncSession,
     *,
@@ -83,32 +97,20 @@ async def append(
             .execution_options(populate_existing=True)
         )
     ).scalar_one()
-    seq = head.seq + 1
-    clean = jsonable(data)
-    payload = canonical(
-        seq=seq,
-        ts=now,
-        actor=actor,
-        action=action,
-        entity=entity,
-        entity_id=str(entity_id),
-        data=clean,
-    )
-    digest = chain_hash(head.hash, payload)
     event = AuditEvent(
-        seq=seq,
+        seq=head.seq + 1,
         ts=now,
         actor=actor,
         action=action,
         entity=entity,
         entity_id=str(entity_id),
-        data=clean,
+        data=jsonable(data),
         prev_hash=head.hash,
-        hash=digest,
     )
+    event.hash = _row_hash(head.hash, event)
     session.add(event)
-    head.seq = seq
-    head.hash = digest
+    head.seq = event.seq
+    head.hash = event.hash
     await session.flush()
     # Feeds that follow the trail look again after the commit: in this process, and on
     # PostgreSQL in every worker (the CLI is another process).
@@ -120,10 +122,14 @@ async def append(
 class VerifyResult:
     """The outcome of checking the audit chain."""
 
-    ok: bool
     checked: int
-    seq: int | None = None
+    seq: int | None = None  # the first bad row
     problem: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        """Whether the chain is intact (no problem was found)."""
+        return self.problem is None
 
 
 async def verify(session: AsyncSession) -> VerifyResult:
@@ -137,36 +143,24 @@ async def verify(session: AsyncSession) -> VerifyResult:
     async for row in result:
         if row.seq != expected_seq:
             return VerifyResult(
-                False, checked, expected_seq, f"row {expected_seq} is missing (next is {row.seq})"
+                checked, expected_seq, f"row {expected_seq} is missing (next is {row.seq})"
             )
         if row.prev_hash != prev:
-            return VerifyResult(
-                False, checked, row.seq, f"row {row.seq} does not link to its predecessor"
-            )
-        payload = canonical(
-            seq=row.seq,
-            ts=row.ts,
-            actor=row.actor,
-            action=row.action,
-            entity=row.entity,
-            entity_id=row.entity_id,
-            data=row.data,
-        )
-        if chain_hash(prev, payload) != row.hash:
-            return VerifyResult(False, checked, row.seq, f"row {row.seq} was altered")
+            return VerifyResult(checked, row.seq, f"row {row.seq} does not link to its predecessor")
+        if _row_hash(prev, row) != row.hash:
+            return VerifyResult(checked, row.seq, f"row {row.seq} was altered")
         prev = row.hash
         expected_seq += 1
         checked += 1
     head = (await session.execute(select(AuditHead).where(AuditHead.id == HEAD_ID))).scalar_one()
     if head.seq != checked or head.hash != prev:
         return VerifyResult(
-            False,
             checked,
             head.seq,
             f"the chain ends at row {checked} but its head records row {head.seq}"
             " (rows were deleted from the end)",
         )
-    return VerifyResult(True, checked)
+    return VerifyResult(checked)
 
 
 async def events_after(session: AsyncSession, seq: int, *, limit: int = 200) -> list[AuditEvent]:

@@ -276,9 +276,99 @@ async def _notice(session: AsyncSession, notice_id: int, *, exclusive: bool = Fa
     return notice
 
 
-async def _assignment(
-    session: AsyncSession, notice_id: int, person_id: str
-) -> tuple[Notice, Assignment]:
+@dataclass(slots=True)
+class _Op:
+    """An assignment operation under way: the locked notice and assignment, who acts, when.
+
+    Each operation checks and changes the assignment through it, then ends with record().
+    """
+
+    session: AsyncSession
+    notice: Notice
+    a: Assignment
+    actor: Actor
+    now: dt.datetime
+
+    def allow(self, states: frozenset[AssignmentState], action: str) -> None:
+        """Refuse the action unless the assignment is in one of the states."""
+        if self.a.state not in states:
+            raise InvalidTransition(self.notice.id, self.a.person_id, self.a.state.value, action)
+
+    def ack(self, channel: Channel) -> bool:
+        """Stamp the acknowledgment on the assignment; whether this is its first ack."""
+        a = self.a
+        if a.acknowledged_at is not None:
+            return False
+        a.acknowledged_at = self.now
+        a.ack_channel = channel
+        a.late = self.notice.deadline is not None and self.now > self.notice.deadline
+        return True
+
+    def start(self, channel: Channel) -> bool:
+        """Reported work (progress, outcome) implies the ack and the start; whether this is
+        the first ack."""
+        acked_now = self.ack(channel)
+        if self.a.started_at is None:
+            self.a.started_at = self.now
+        return acked_now
+
+    async def record(
+        self,
+        action: str,
+        to: AssignmentState | None,
+        data: dict[str, Any],
+        said: Reply | None = None,
+        acked_now: bool | None = None,
+        outcome: Outcome | None = None,
+    ) -> Change:
+        """End the operation: move the assignment to state `to` (None keeps its state), write
+        the reply row of what was said, if anything, and the audit event `assignment.<action>`
+        with `data`; what changed.
+
+        `said` is a Reply without its assignment, actor and time (filled in here); `outcome`
+        an Outcome already added to the session. `acked_now` is None for operations that do
+        not acknowledge, whose Change is then never late.
+        """
+        session, notice, a, now = self.session, self.notice, self.a, self.now
+        before = a.state
+        if to is not None:
+            a.state = to
+            a.outstanding = is_outstanding(notice.state, notice.requires, to)
+            a.updated_at = now
+        if said is not None:
+            said.assignment_id = a.id
+            said.actor = self.actor.id
+            said.created_at = now
+            session.add(said)
+            await session.flush()
+        await audit.append(
+            session,
+            actor=self.actor.id,
+            action=f"assignment.{action}",
+            entity="assignment",
+            entity_id=a.id,
+            data={"notice_id": a.notice_id, "person_id": a.person_id, "from": before, "to": a.state}
+            | data,
+            now=now,
+        )
+        return Change(
+            notice.id,
+            a.person_id,
+            a.id,
+            before,
+            a.state,
+            changed=to is not None,
+            acknowledged_now=bool(acked_now),
+            late=acked_now is not None and a.late,
+            reply_id=None if said is None else said.id,
+            outcome_id=None if outcome is None else outcome.id,
+        )
+
+
+async def _begin(
+    session: AsyncSession, notice_id: int, person_id: str, actor: Actor, now: dt.datetime
+) -> _Op:
+    """Begin an operation on a person's assignment of an open notice (both locked)."""
     notice = await _notice(session, notice_id)
     assignment = (
         await session.execute(
@@ -294,7 +384,7 @@ async def _assignment(
         raise NotAssignee(notice_id, person_id)
     if notice.state is not NoticeState.OPEN:
         raise NoticeClosed(notice_id, notice.state.value)
-    return notice, assignment
+    return _Op(session, notice, assignment, actor, now)
 
 
 def _check_self_or(actor: Actor, person_id: str, action: str, *roles: Role) -> None:
@@ -302,77 +392,6 @@ def _check_self_or(actor: Actor, person_id: str, action: str, *roles: Role) -> N
     if actor.person_id == person_id:
         return
     actor.require(action, *roles)
-
-
-def _ack_fields(notice: Notice, a: Assignment, channel: Channel, now: dt.datetime) -> bool:
-    """Stamp the acknowledgment on an assignment; returns whether this is its first ack."""
-    if a.acknowledged_at is not None:
-        return False
-    a.acknowledged_at = now
-    a.ack_channel = channel
-    a.late = notice.deadline is not None and now > notice.deadline
-    return True
-
-
-def _set_state(notice: Notice, a: Assignment, state: AssignmentState, now: dt.datetime) -> None:
-    a.state = state
-    a.outstanding = is_outstanding(notice.state, notice.requires, state)
-    a.updated_at = now
-
-
-async def _reply(
-    session: AsyncSession,
-    a: Assignment,
-    *,
-    kind: ReplyKind,
-    channel: Channel,
-    actor: Actor,
-    now: dt.datetime,
-    text: str = "",
-    percent: int | None = None,
-    feedback_kind: FeedbackKind | None = None,
-    message_ref: str | None = None,
-) -> Reply:
-    reply = Reply(
-        assignment_id=a.id,
-        kind=kind,
-        channel=channel,
-        text=text,
-        percent=percent,
-        feedback_kind=feedback_kind,
-        message_ref=message_ref,
-        actor=actor.id,
-        created_at=now,
-    )
-    session.add(reply)
-    await session.flush()
-    return reply
-
-
-async def _audit_change(
-    session: AsyncSession,
-    actor: Actor,
-    action: str,
-    a: Assignment,
-    before: AssignmentState,
-    now: dt.datetime,
-    **data: Any,
-) -> None:
-    await audit.append(
-        session,
-        actor=actor.id,
-        action=action,
-        entity="assignment",
-        entity_id=a.id,
-        data={
-            "notice_id": a.notice_id,
-            "person_id": a.person_id,
-            "from": before,
-            "to": a.state,
-            **data,
-        },
-        now=now,
-    )
 
 
 ACKABLE = frozenset({S.PENDING, S.EXCUSED})
@@ -391,35 +410,14 @@ async def acknowledge(
 ) -> Change:
     """Record 收到 from a person; a repeated ack changes nothing and says so."""
     _check_self_or(actor, person_id, "acknowledge", Role.OFFICE)
-    notice, a = await _assignment(session, notice_id, person_id)
-    before = a.state
-    if before not in ACKABLE:
-        return Change(notice_id, person_id, a.id, before, before, changed=False, late=a.late)
-    acked_now = _ack_fields(notice, a, channel, now)
-    _set_state(notice, a, S.ACKNOWLEDGED, now)
-    reply = await _reply(
-        session,
-        a,
-        kind=ReplyKind.ACK,
-        channel=channel,
-        actor=actor,
-        now=now,
-        text=text,
-        message_ref=message_ref,
-    )
-    await _audit_change(
-        session, actor, "assignment.acknowledge", a, before, now, channel=channel, late=a.late
-    )
-    return Change(
-        notice_id,
-        person_id,
-        a.id,
-        before,
-        a.state,
-        acknowledged_now=acked_now,
-        late=a.late,
-        reply_id=reply.id,
-    )
+    op = await _begin(session, notice_id, person_id, actor, now)
+    a = op.a
+    if a.state not in ACKABLE:
+        return Change(notice_id, person_id, a.id, a.state, a.state, changed=False, late=a.late)
+    acked_now = op.ack(channel)
+    said = Reply(kind=ReplyKind.ACK, channel=channel, text=text, message_ref=message_ref)
+    data = {"channel": channel, "late": a.late}
+    return await op.record("acknowledge", S.ACKNOWLEDGED, data, said, acked_now)
 
 
 async def phone_ack(
@@ -458,50 +456,21 @@ async def report_progress(
     if percent is not None and not 0 <= percent <= 100:
         raise InvalidValue("percent", "must be between 0 and 100")
     text = _clean(text, "text", TEXT_MAX) or ""
-    notice, a = await _assignment(session, notice_id, person_id)
-    before = a.state
-    if before not in PROGRESSABLE:
-        raise InvalidTransition(notice_id, person_id, before.value, "report_progress")
-    acked_now = _ack_fields(notice, a, channel, now)
-    if a.started_at is None:
-        a.started_at = now
-    a.progress_percent = percent
-    a.progress_text = text
-    a.progress_at = now
-    _set_state(notice, a, S.IN_PROGRESS, now)
-    reply = await _reply(
-        session,
-        a,
+    op = await _begin(session, notice_id, person_id, actor, now)
+    op.allow(PROGRESSABLE, "report_progress")
+    acked_now = op.start(channel)
+    op.a.progress_percent = percent
+    op.a.progress_text = text
+    op.a.progress_at = now
+    said = Reply(
         kind=ReplyKind.PROGRESS,
         channel=channel,
-        actor=actor,
-        now=now,
         text=text,
         percent=percent,
         message_ref=message_ref,
     )
-    await _audit_change(
-        session,
-        actor,
-        "assignment.progress",
-        a,
-        before,
-        now,
-        percent=percent,
-        text=text,
-        channel=channel,
-        implied_ack=acked_now,
-    )
-    return Change(
-        notice_id,
-        person_id,
-        a.id,
-        before,
-        a.state,
-        acknowledged_now=acked_now,
-        late=a.late,
-        reply_id=reply.id,
-    )
+    data = {"percent": percent, "text": text, "channel": channel, "implied_ack": acked_now}
+    return await op.record("progress", S.IN_PROGRESS, data, said, acked_now)
 
 
 COMPLETABLE = frozenset({S.PENDING, S.ACKNOWLEDGED, S.IN_PROGRESS, S.RETURNED, S.EXCUSED})
@@ -526,59 +495,30 @@ async def record_outcome(
     clean_measures = [m.strip() for m in measures if m.strip()]
     results = _clean(results, "results", TEXT_MAX) or ""
     metric_rows = [{"name": m.name, "value": m.value, "unit": m.unit} for m in metrics]
-    notice, a = await _assignment(session, notice_id, person_id)
-    before = a.state
-    if before not in COMPLETABLE:
-        raise InvalidTransition(notice_id, person_id, before.value, "record_outcome")
-    if notice.requires is Requires.OUTCOME and not results:
+    op = await _begin(session, notice_id, person_id, actor, now)
+    op.allow(COMPLETABLE, "record_outcome")
+    if op.notice.requires is Requires.OUTCOME and not results:
         raise MissingResults(notice_id)
-    acked_now = _ack_fields(notice, a, channel, now)
-    if a.started_at is None:
-        a.started_at = now
-    a.done_at = now
-    _set_state(notice, a, S.DONE, now)
+    acked_now = op.start(channel)
+    op.a.done_at = now
     outcome = Outcome(
-        assignment_id=a.id,
+        assignment_id=op.a.id,
         measures=clean_measures,
         results=results,
         metrics=metric_rows,
         created_at=now,
     )
     session.add(outcome)
-    reply = await _reply(
-        session,
-        a,
-        kind=ReplyKind.OUTCOME,
-        channel=channel,
-        actor=actor,
-        now=now,
-        text=_clean(text, "text", TEXT_MAX) or "",
-        message_ref=message_ref,
-    )
-    await _audit_change(
-        session,
-        actor,
-        "assignment.done",
-        a,
-        before,
-        now,
-        measures=clean_measures,
-        results=results,
-        metrics=metric_rows,
-        channel=channel,
-        implied_ack=acked_now,
-    )
-    return Change(
-        notice_id,
-        person_id,
-        a.id,
-        before,
-        a.state,
-        acknowledged_now=acked_now,
-        late=a.late,
-        reply_id=reply.id,
-        outcome_id=outcome.id,
-    )
+    text = _clean(text, "text", TEXT_MAX) or ""
+    said = Reply(kind=ReplyKind.OUTCOME, channel=channel, text=text, message_ref=message_ref)
+    data = {
+        "measures": clean_measures,
+        "results": results,
+        "metrics": metric_rows,
+        "channel": channel,
+        "implied_ack": acked_now,
+    }
+    return await op.record("done", S.DONE, data, said, acked_now, outcome)
 
 
 async def feedback(
@@ -596,30 +536,16 @@ async def feedback(
     """Record an assignee's feedback (deadline too tight, duplicate demand, …)."""
     _check_self_or(actor, person_id, "feedback", Role.OFFICE)
     text = _clean(text, "text", TEXT_MAX) or ""
-    _, a = await _assignment(session, notice_id, person_id)
-    reply = await _reply(
-        session,
-        a,
+    op = await _begin(session, notice_id, person_id, actor, now)
+    said = Reply(
         kind=ReplyKind.FEEDBACK,
         channel=channel,
-        actor=actor,
-        now=now,
         text=text,
         feedback_kind=kind,
         message_ref=message_ref,
     )
-    await _audit_change(
-        session,
-        actor,
-        "assignment.feedback",
-        a,
-        a.state,
-        now,
-        kind=kind,
-        text=text,
-        channel=channel,
-    )
-    return Change(notice_id, person_id, a.id, a.state, a.state, changed=False, reply_id=reply.id)
+    data = {"kind": kind, "text": text, "channel": channel}
+    return await op.record("feedback", None, data, said)
 
 
 EXCUSABLE = frozenset({S.PENDING, S.ACKNOWLEDGED, S.IN_PROGRESS, S.RETURNED})
@@ -637,19 +563,18 @@ async def excuse(
     """Excuse a person (leave, delegation); a head may excuse only their own department."""
     actor.require("excuse", Role.OFFICE, Role.HEAD)
     reason = _clean(reason, "reason", TEXT_MAX, required=True) or ""
-    notice, a = await _assignment(session, notice_id, person_id)
+    op = await _begin(session, notice_id, person_id, actor, now)
     if not actor.has(Role.OFFICE):
         person = await session.get(Person, person_id)
         if person is None or person.department != actor.department:
             raise NotAllowed("excuse", "office")
-    before = a.state
-    if before not in EXCUSABLE:
-        raise InvalidTransition(notice_id, person_id, before.value, "excuse")
-    a.excused_at = now
-    a.excuse_reason = reason
-    _set_state(notice, a, S.EXCUSED, now)
-    await _audit_change(session, actor, "assignment.excuse", a, before, now, reason=reason)
-    return Change(notice_id, person_id, a.id, before, a.state)
+    op.allow(EXCUSABLE, "excuse")
+    op.a.excused_at = now
+    op.a.excuse_reason = reason
+    return await op.record("excuse", S.EXCUSED, {"reason": reason})
+
+
+REVIEWABLE = frozenset({S.DONE})  # what the office can return or verify
 
 
 async def return_assignment(
@@ -664,16 +589,12 @@ async def return_assignment(
     """The office sends a done assignment back; it re-enters in_progress on the next report."""
     actor.require("return", Role.OFFICE)
     reason = _clean(reason, "reason", TEXT_MAX, required=True) or ""
-    notice, a = await _assignment(session, notice_id, person_id)
-    before = a.state
-    if before is not S.DONE:
-        raise InvalidTransition(notice_id, person_id, before.value, "return")
-    a.returned_at = now
-    a.return_reason = reason
-    a.done_at = None
-    _set_state(notice, a, S.RETURNED, now)
-    await _audit_change(session, actor, "assignment.return", a, before, now, reason=reason)
-    return Change(notice_id, person_id, a.id, before, a.state)
+    op = await _begin(session, notice_id, person_id, actor, now)
+    op.allow(REVIEWABLE, "return")
+    op.a.returned_at = now
+    op.a.return_reason = reason
+    op.a.done_at = None
+    return await op.record("return", S.RETURNED, {"reason": reason})
 
 
 async def verify(
@@ -681,14 +602,10 @@ async def verify(
 ) -> Change:
     """The office confirms a done assignment."""
     actor.require("verify", Role.OFFICE)
-    notice, a = await _assignment(session, notice_id, person_id)
-    before = a.state
-    if before is not S.DONE:
-        raise InvalidTransition(notice_id, person_id, before.value, "verify")
-    a.verified_at = now
-    _set_state(notice, a, S.VERIFIED, now)
-    await _audit_change(session, actor, "assignment.verify", a, before, now)
-    return Change(notice_id, person_id, a.id, before, a.state)
+    op = await _begin(session, notice_id, person_id, actor, now)
+    op.allow(REVIEWABLE, "verify")
+    op.a.verified_at = now
+    return await op.record("verify", S.VERIFIED, {})
 
 
 async def _finish_notice(

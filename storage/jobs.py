@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NotRequired, TypedDict, Unpack
 
-from sqlalchemy import func, or_, select, type_coerce, update
+from sqlalchemy import func, or_, select, type_coerce
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from storage.lease import Leases
 from storage.models import Job
 from storage.outbox import insert_ignoring_conflicts, notify_wake
 from storage.types import JobState, UTCDateTime
@@ -17,6 +18,19 @@ from storage.types import JobState, UTCDateTime
 # regular look (the scheduler never sleeps longer than this), so a burst of notices with
 # far-off reminders does not cost a scheduler pass each.
 WAKE_HORIZON = dt.timedelta(seconds=60)
+
+LEASES = Leases(Job, Job.state, JobState.SCHEDULED, Job.claimed_by, Job.lease_until)
+
+
+class NewJob(TypedDict):
+    """What add() and schedule() take: a job of a kind, due at a time, unique by its key."""
+
+    kind: str
+    key: str
+    due_at: dt.datetime
+    payload: Mapping[str, Any]
+    now: dt.datetime
+    notice_id: NotRequired[int | None]
 
 
 async def add(
@@ -54,69 +68,39 @@ async def add(
     return new_id
 
 
-async def schedule(
-    session: AsyncSession,
-    *,
-    kind: str,
-    key: str,
-    due_at: dt.datetime,
-    payload: Mapping[str, Any],
-    now: dt.datetime,
-    notice_id: int | None = None,
-) -> Job:
-    """Schedule a job once per key; the job (the first one, for a repeated key)."""
-    await add(
-        session,
-        kind=kind,
-        key=key,
-        due_at=due_at,
-        payload=payload,
-        now=now,
-        notice_id=notice_id,
-    )
-    job = (
+async def schedule(session: AsyncSession, **job: Unpack[NewJob]) -> Job:
+    """Schedule a job once per key (as add() does); the job (the first one, for a repeated key)."""
+    await add(session, **job)
+    return (
         await session.execute(
-            select(Job).where(Job.key == key).execution_options(populate_existing=True)
+            select(Job).where(Job.key == job["key"]).execution_options(populate_existing=True)
         )
     ).scalar_one()
-    return job
 
 
 async def claim_due(
     session: AsyncSession, *, worker: str, now: dt.datetime, lease: dt.timedelta, limit: int
 ) -> list[Job]:
     """Lease up to `limit` due jobs, oldest due first (SKIP LOCKED on PostgreSQL)."""
-    stmt = (
-        select(Job)
-        .where(
-            Job.state == JobState.SCHEDULED,
-            Job.due_at <= now,
-            or_(Job.lease_until.is_(None), Job.lease_until < now),
-        )
-        .order_by(Job.due_at, Job.id)
-        .limit(limit)
-        .with_for_update(skip_locked=True)
+    due = Job.due_at <= now
+    jobs = await LEASES.claim(
+        session,
+        due=due,
+        order_by=(Job.due_at, Job.id),
+        worker=worker,
+        now=now,
+        lease=lease,
+        limit=limit,
     )
-    jobs = list((await session.execute(stmt)).scalars().all())
     for job in jobs:
-        job.claimed_by = worker
-        job.lease_until = now + lease
         job.attempts += 1
     await session.flush()
     return jobs
 
 
-async def _owned(session: AsyncSession, job_id: int, worker: str) -> Job | None:
-    job = await session.get(Job, job_id, with_for_update=True, populate_existing=True)
-    if job is None or job.state is not JobState.SCHEDULED or job.claimed_by != worker:
-        return None
-    return job
-
-
 async def complete(session: AsyncSession, job_id: int, *, worker: str, now: dt.datetime) -> bool:
     """Mark a claimed job done, in the transaction that did its work."""
-    job = await _owned(session, job_id, worker)
-    if job is None:
+    if (job := await LEASES.owned(session, job_id, worker)) is None:
         return False
     job.state = JobState.DONE
     job.done_at = now
@@ -126,21 +110,14 @@ async def complete(session: AsyncSession, job_id: int, *, worker: str, now: dt.d
 
 
 async def fail(
-    session: AsyncSession,
-    job_id: int,
-    *,
-    worker: str,
-    error: str,
-    retry_at: dt.datetime,
+    session: AsyncSession, job_id: int, *, worker: str, error: str, retry_at: dt.datetime
 ) -> bool:
     """Record a failed run and when to try again."""
-    job = await _owned(session, job_id, worker)
-    if job is None:
+    if (job := await LEASES.owned(session, job_id, worker)) is None:
         return False
     job.last_error = error[:2000]
     job.due_at = retry_at
-    job.lease_until = None
-    job.claimed_by = None
+    LEASES.release(job)
     return True
 
 
@@ -172,13 +149,7 @@ async def next_due_at(session: AsyncSession, *, now: dt.datetime) -> dt.datetime
 
 async def release_claims(session: AsyncSession, *, worker: str) -> int:
     """Give back every lease a worker holds (graceful shutdown)."""
-    result = await session.execute(
-        update(Job)
-        .where(Job.claimed_by == worker, Job.state == JobState.SCHEDULED)
-        .values(claimed_by=None, lease_until=None)
-        .execution_options(synchronize_session=False)
-    )
-    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+    return await LEASES.release_all(session, worker=worker)
 
 
 async def fresh(session: AsyncSession, job_id: int) -> Job | None:

@@ -11,9 +11,9 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NotRequired, TypedDict, Unpack
 
-from sqlalchemy import and_, case, exists, func, or_, select, type_coerce, update
+from sqlalchemy import and_, case, exists, func, select, type_coerce
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
@@ -22,10 +22,19 @@ from storage import audit
 from storage import db as db_module
 from storage.db import Database
 from storage.errors import InvalidValue
+from storage.lease import Leases
 from storage.models import NoticeMessage, OutboxMessage
 from storage.types import OutboxState, UTCDateTime
 
 WAKE_CHANNEL = db_module.WAKE_CHANNEL
+
+LEASES = Leases(
+    OutboxMessage,
+    OutboxMessage.state,
+    OutboxState.PENDING,
+    OutboxMessage.claimed_by,
+    OutboxMessage.claimed_until,
+)
 
 
 @dataclass(frozen=True)
@@ -101,52 +110,39 @@ async def add(
     return new_id
 
 
-async def enqueue(
-    session: AsyncSession,
-    *,
-    target: Target,
-    payload: Mapping[str, Any],
-    idempotency_key: str,
-    now: dt.datetime,
-    purpose: str = "message",
-    notice_id: int | None = None,
-    person_id: str | None = None,
-    edit_of_id: int | None = None,
-    not_before: dt.datetime | None = None,
-) -> OutboxMessage:
+class NewMessage(TypedDict):
+    """What add() and enqueue() take: a message to a target, unique by its idempotency key."""
+
+    target: Target
+    payload: Mapping[str, Any]
+    idempotency_key: str
+    now: dt.datetime
+    purpose: NotRequired[str]
+    notice_id: NotRequired[int | None]
+    person_id: NotRequired[str | None]
+    edit_of_id: NotRequired[int | None]
+    not_before: NotRequired[dt.datetime | None]
+
+
+async def enqueue(session: AsyncSession, **message: Unpack[NewMessage]) -> OutboxMessage:
     """Write a message to send (see add); the row (the first one, for a repeated key)."""
-    await add(
-        session,
-        target=target,
-        payload=payload,
-        idempotency_key=idempotency_key,
-        now=now,
-        purpose=purpose,
-        notice_id=notice_id,
-        person_id=person_id,
-        edit_of_id=edit_of_id,
-        not_before=not_before,
-    )
+    await add(session, **message)
     return (
         await session.execute(
             select(OutboxMessage)
-            .where(OutboxMessage.idempotency_key == idempotency_key)
+            .where(OutboxMessage.idempotency_key == message["idempotency_key"])
             .execution_options(populate_existing=True)
         )
     ).scalar_one()
 
 
-def _claimable(now: dt.datetime) -> Any:
+def _head_of_line() -> Any:
+    """No older row of the same target is pending (only a target's oldest row can leave)."""
     earlier = aliased(OutboxMessage)
-    return and_(
-        OutboxMessage.state == OutboxState.PENDING,
-        OutboxMessage.next_attempt_at <= now,
-        or_(OutboxMessage.claimed_until.is_(None), OutboxMessage.claimed_until < now),
-        ~exists().where(
-            earlier.target_key == OutboxMessage.target_key,
-            earlier.state == OutboxState.PENDING,
-            earlier.id < OutboxMessage.id,
-        ),
+    return ~exists().where(
+        earlier.target_key == OutboxMessage.target_key,
+        earlier.state == OutboxState.PENDING,
+        earlier.id < OutboxMessage.id,
     )
 
 
@@ -159,45 +155,26 @@ async def claim_due(
     limit: int,
 ) -> list[OutboxMessage]:
     """Lease up to `limit` due rows, each the oldest pending row of its target."""
-    stmt = (
-        select(OutboxMessage)
-        .where(_claimable(now))
-        .order_by(OutboxMessage.next_attempt_at, OutboxMessage.id)
-        .limit(limit)
-        .with_for_update(skip_locked=True, of=OutboxMessage)
+    due = and_(OutboxMessage.next_attempt_at <= now, _head_of_line())
+    order = (OutboxMessage.next_attempt_at, OutboxMessage.id)
+    rows = await LEASES.claim(
+        session, due=due, order_by=order, worker=worker, now=now, lease=lease, limit=limit
     )
-    rows = list((await session.execute(stmt)).scalars().all())
-    for row in rows:
-        row.claimed_by = worker
-        row.claimed_until = now + lease
     await session.flush()
     return rows
 
 
 async def next_due_at(session: AsyncSession) -> dt.datetime | None:
     """When the next row becomes claimable: the earliest head-of-line row's due time."""
-    earlier = aliased(OutboxMessage)
     ready_at = case(
         (OutboxMessage.claimed_until > OutboxMessage.next_attempt_at, OutboxMessage.claimed_until),
         else_=OutboxMessage.next_attempt_at,
     )
     stmt = select(type_coerce(func.min(ready_at), UTCDateTime())).where(
-        OutboxMessage.state == OutboxState.PENDING,
-        ~exists().where(
-            earlier.target_key == OutboxMessage.target_key,
-            earlier.state == OutboxState.PENDING,
-            earlier.id < OutboxMessage.id,
-        ),
+        OutboxMessage.state == OutboxState.PENDING, _head_of_line()
     )
     value: dt.datetime | None = await session.scalar(stmt)
     return value
-
-
-async def _owned(session: AsyncSession, message_id: int, worker: str) -> OutboxMessage | None:
-    row = await session.get(OutboxMessage, message_id, with_for_update=True, populate_existing=True)
-    if row is None or row.state is not OutboxState.PENDING or row.claimed_by != worker:
-        return None
-    return row
 
 
 async def mark_sent(
@@ -209,8 +186,7 @@ async def mark_sent(
     now: dt.datetime,
 ) -> bool:
     """Record a successful send; False if the lease was lost (another worker owns it now)."""
-    row = await _owned(session, message_id, worker)
-    if row is None:
+    if (row := await LEASES.owned(session, message_id, worker)) is None:
         return False
     row.state = OutboxState.SENT
     row.platform_message_id = platform_message_id
@@ -238,12 +214,10 @@ async def mark_sent(
 
 async def defer(session: AsyncSession, message_id: int, *, worker: str, until: dt.datetime) -> bool:
     """Put a claimed row back until a rate-limit window opens (not counted as an attempt)."""
-    row = await _owned(session, message_id, worker)
-    if row is None:
+    if (row := await LEASES.owned(session, message_id, worker)) is None:
         return False
     row.next_attempt_at = until
-    row.claimed_by = None
-    row.claimed_until = None
+    LEASES.release(row)
     return True
 
 
@@ -257,13 +231,11 @@ async def mark_failed(
     retry_at: dt.datetime | None,
 ) -> OutboxState | None:
     """Record a failed attempt: retry at retry_at, or dead-letter it when retry_at is None."""
-    row = await _owned(session, message_id, worker)
-    if row is None:
+    if (row := await LEASES.owned(session, message_id, worker)) is None:
         return None
     row.attempts += 1
     row.last_error = error[:2000]
-    row.claimed_by = None
-    row.claimed_until = None
+    LEASES.release(row)
     if retry_at is None:
         row.state = OutboxState.DEAD
         await audit.append(
@@ -292,8 +264,7 @@ async def retry_dead(
     row.state = OutboxState.PENDING
     row.attempts = 0
     row.next_attempt_at = now
-    row.claimed_by = None
-    row.claimed_until = None
+    LEASES.release(row)
     await audit.append(
         session,
         actor=actor,
@@ -343,13 +314,7 @@ async def list_messages(
 
 async def release_claims(session: AsyncSession, *, worker: str) -> int:
     """Give back every lease a worker holds (graceful shutdown)."""
-    result = await session.execute(
-        update(OutboxMessage)
-        .where(OutboxMessage.claimed_by == worker, OutboxMessage.state == OutboxState.PENDING)
-        .values(claimed_by=None, claimed_until=None)
-        .execution_options(synchronize_session=False)
-    )
-    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+    return await LEASES.release_all(session, worker=worker)
 
 
 async def by_key(session: AsyncSession, idempotency_key: str) -> OutboxMessage | None:
