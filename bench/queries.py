@@ -44,6 +44,7 @@ from sqlalchemy import and_, case, exists, func, or_, select, text  # noqa: E402
 from sqlalchemy.engine import URL, make_url  # noqa: E402
 from sqlalchemy.ext.asyncio import create_async_engine  # noqa: E402
 
+from bot.platforms.registry import directory_columns  # noqa: E402
 from storage import audit  # noqa: E402
 from storage.db import Database  # noqa: E402
 from storage.directory import parse_people_csv, upsert_people  # noqa: E402
@@ -653,7 +654,7 @@ class Build:
 
 async def import_people(db: Database, spec: Spec) -> None:
     """The directory through the real CSV parser and upsert (with its audit event)."""
-    parsed = parse_people_csv(people_csv(spec))
+    parsed = parse_people_csv(people_csv(spec), directory_columns())
     assert not parsed.rejected, parsed.rejected
     async with db.transaction() as session:
         await upsert_people(session, parsed, actor=Actor.system("bench"), now=dt.datetime.now(UTC))

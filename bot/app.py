@@ -41,7 +41,7 @@ from bot.core.room import RoomHub
 from bot.delivery.sender import OutboxSender, RetryPolicy
 from bot.delivery.wake import PgWakeListener
 from bot.platforms.egov_callback import EgovCallbackPlatform
-from bot.platforms.registry import build_platforms
+from bot.platforms.registry import build_platforms, directory_columns
 from bot.scheduler import tasks
 from bot.scheduler.runner import Scheduler
 from bot.web import ack_pages, egov, openapi, report_downloads
@@ -337,7 +337,7 @@ async def seed_demo_directory(db: Database) -> None:
         async with db.transaction() as session:
             if not await directory.is_empty(session):
                 return
-            parsed = directory.parse_people_csv(DEMO_PEOPLE.read_bytes())
+            parsed = directory.parse_people_csv(DEMO_PEOPLE.read_bytes(), directory_columns())
             await directory.upsert_people(
                 session, parsed, actor=Actor.system("local-demo"), now=utcnow()
             )

@@ -25,7 +25,12 @@ from bot.core.burden_format import BadPeriod, period, render_text, to_json
 from bot.core.context import BotContext
 from bot.core.i18n import Translator
 from bot.core.notices import publish_notice
-from bot.platforms.registry import PlatformUnavailable, build_platforms, capabilities_of
+from bot.platforms.registry import (
+    PlatformUnavailable,
+    build_platforms,
+    capabilities_of,
+    directory_columns,
+)
 from storage import audit, directory, outbox, queries
 from storage.burden import snapshot_burden
 from storage.db import Database, DatabaseError, DatabaseUnavailable, shown_url
@@ -214,7 +219,7 @@ async def cmd_people_import(ctx: Context, args: argparse.Namespace) -> int:
     except OSError as exc:
         raise UsageError(f"{path}: cannot read: {exc.strerror}") from None
     try:
-        parsed = parse_people_csv(data)
+        parsed = parse_people_csv(data, directory_columns())
     except DirectoryFileError as exc:
         raise UsageError(f"{path}: {ctx.directory_reason([exc.problem])}") from None
     if args.dry_run:

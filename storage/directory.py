@@ -6,6 +6,7 @@ import csv
 import datetime as dt
 import io
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,8 +19,6 @@ from storage.models import Person, PersonIdentity
 from storage.types import Role
 
 REQUIRED_COLUMNS = ("id", "name", "department", "roles")
-PLATFORM_COLUMNS = ("wecom", "dingtalk", "feishu", "matrix", "onebot", "telegram", "local")
-OPTIONAL_COLUMNS = ("phone", *PLATFORM_COLUMNS)
 ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
 PHONE_PATTERN = re.compile(r"^\+?[0-9][0-9\- ]{2,30}$")
 
@@ -112,8 +111,12 @@ def decode(data: bytes) -> tuple[str, str]:
         raise DirectoryFileError("encoding", offset=exc.start) from None
 
 
-def parse_people_csv(data: bytes) -> ParsedDirectory:
-    """Parse the directory CSV: valid rows, and every rejected row with its reason."""
+def parse_people_csv(data: bytes, platforms: Sequence[str]) -> ParsedDirectory:
+    """Parse the directory CSV: valid rows, and every rejected row with its reason.
+
+    `platforms` are the optional per-platform columns (people's user ids there): the caller
+    passes the platform list's columns; storage itself knows no platform."""
+    optional = ("phone", *platforms)
     text, encoding = decode(data)
     reader = csv.reader(io.StringIO(text, newline=""))
     try:
@@ -126,12 +129,12 @@ def parse_people_csv(data: bytes) -> ParsedDirectory:
     missing = [c for c in REQUIRED_COLUMNS if c not in columns]
     if missing:
         raise DirectoryFileError("missing_columns", columns=", ".join(missing))
-    unknown = [c for c in columns if c not in REQUIRED_COLUMNS + OPTIONAL_COLUMNS]
+    unknown = [c for c in columns if c not in REQUIRED_COLUMNS + optional]
     if unknown:
         raise DirectoryFileError(
             "unknown_columns",
             columns=", ".join(unknown),
-            allowed=", ".join(REQUIRED_COLUMNS + OPTIONAL_COLUMNS),
+            allowed=", ".join(REQUIRED_COLUMNS + optional),
         )
     dupes = sorted({c for c in columns if columns.count(c) > 1})
     if dupes:
@@ -190,7 +193,7 @@ def parse_people_csv(data: bytes) -> ParsedDirectory:
         phone = cells.get("phone", "") or None
         if phone is not None and not PHONE_PATTERN.match(phone):
             problems.append(Problem("invalid_phone", {"phone": phone}))
-        platform_ids = {p: cells[p] for p in PLATFORM_COLUMNS if cells.get(p)}
+        platform_ids = {p: cells[p] for p in platforms if cells.get(p)}
         for platform, uid in platform_ids.items():
             owner = seen_platform.get((platform, uid))
             if owner is not None and owner[0] != pid:

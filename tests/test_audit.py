@@ -37,6 +37,8 @@ from storage.types import Channel, FeedbackKind, Requires
 from tests.conftest import T0
 from tests.support import CLI, PEOPLE_CSV, audit_length, make_notice, seed_people, snapshot
 
+from support import CSV_PLATFORMS
+
 MIN = dt.timedelta(minutes=1)
 Call = Callable[[AsyncSession], Awaitable[Any]]
 
@@ -157,7 +159,7 @@ async def _cancel_newest(s: AsyncSession) -> Any:
 
 
 def _import(csv: bytes) -> Call:
-    return lambda s: upsert_people(s, parse_people_csv(csv), actor=CLI, now=T0)
+    return lambda s: upsert_people(s, parse_people_csv(csv, CSV_PLATFORMS), actor=CLI, now=T0)
 
 
 async def test_every_operation_writes_exactly_one_audit_row(db: Database) -> None:

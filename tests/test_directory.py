@@ -25,6 +25,8 @@ from storage.types import Role
 from tests.conftest import T0
 from tests.support import CLI, PEOPLE_CSV, audit_length, snapshot
 
+from support import CSV_PLATFORMS
+
 LATER = T0 + dt.timedelta(days=1)
 
 
@@ -33,7 +35,7 @@ async def import_csv(
 ) -> ImportResult:
     """Parse and upsert a directory file in one unit of work."""
     async with db.transaction() as s:
-        return await upsert_people(s, parse_people_csv(data), actor=actor, now=now)
+        return await upsert_people(s, parse_people_csv(data, CSV_PLATFORMS), actor=actor, now=now)
 
 
 async def people(db: Database) -> dict[str, PersonView]:
@@ -46,7 +48,7 @@ async def people(db: Database) -> dict[str, PersonView]:
 
 
 def test_good_rows_are_parsed() -> None:
-    parsed = parse_people_csv(PEOPLE_CSV)
+    parsed = parse_people_csv(PEOPLE_CSV, CSV_PLATFORMS)
 
     assert parsed.encoding == "utf-8"
     assert parsed.rejected == []
@@ -73,7 +75,7 @@ def test_cells_are_trimmed_and_roles_normalised() -> None:
         ",,,,,,\r\n"
     ).encode()
 
-    parsed = parse_people_csv(data)
+    parsed = parse_people_csv(data, CSV_PLATFORMS)
 
     assert parsed.rejected == []
     first, second = parsed.rows
@@ -90,7 +92,7 @@ def test_cells_are_trimmed_and_roles_normalised() -> None:
 
 
 def test_a_utf8_bom_is_accepted() -> None:
-    parsed = parse_people_csv(b"\xef\xbb\xbf" + PEOPLE_CSV)
+    parsed = parse_people_csv(b"\xef\xbb\xbf" + PEOPLE_CSV, CSV_PLATFORMS)
 
     assert parsed.encoding == "utf-8"
     assert parsed.rejected == []
@@ -98,7 +100,7 @@ def test_a_utf8_bom_is_accepted() -> None:
 
 
 def test_gb18030_as_spreadsheets_export_it() -> None:
-    parsed = parse_people_csv(PEOPLE_CSV.decode().encode("gb18030"))
+    parsed = parse_people_csv(PEOPLE_CSV.decode().encode("gb18030"), CSV_PLATFORMS)
 
     assert parsed.encoding == "gb18030"
     assert parsed.rejected == []
@@ -126,7 +128,7 @@ p009,,督导科,wizard,,,
 
 
 def test_each_rejected_row_has_its_line_and_reason() -> None:
-    parsed = parse_people_csv(BAD_ROWS.encode())
+    parsed = parse_people_csv(BAD_ROWS.encode(), CSV_PLATFORMS)
 
     assert [r.id for r in parsed.rows] == ["p001", "p008"]
     reasons = {r.line: r.reason for r in parsed.rejected}
@@ -160,7 +162,7 @@ def test_each_rejected_row_has_its_line_and_reason() -> None:
 )
 def test_whole_file_errors(data: bytes, message: str) -> None:
     with pytest.raises(DirectoryFileError) as info:
-        parse_people_csv(data)
+        parse_people_csv(data, CSV_PLATFORMS)
     assert message in str(info.value)
 
 
@@ -168,7 +170,7 @@ def test_whole_file_errors(data: bytes, message: str) -> None:
 @given(data=st.binary(max_size=400))
 def test_arbitrary_bytes_only_ever_raise_directory_file_error(data: bytes) -> None:
     try:
-        parsed = parse_people_csv(data)
+        parsed = parse_people_csv(data, CSV_PLATFORMS)
     except DirectoryFileError:
         return
     assert isinstance(parsed, ParsedDirectory)
@@ -194,7 +196,7 @@ def test_arbitrary_rows_are_accepted_or_rejected_never_crash(
     header: str, body: str, encoding: str
 ) -> None:
     try:
-        parsed = parse_people_csv((header + "\n" + body).encode(encoding))
+        parsed = parse_people_csv((header + "\n" + body).encode(encoding), CSV_PLATFORMS)
     except DirectoryFileError:
         return
     ids = [r.id for r in parsed.rows]

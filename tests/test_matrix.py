@@ -26,6 +26,7 @@ from bot.app import create_app
 from bot.appkeys import BOT, DATABASE
 from bot.config import validate_config
 from bot.core.notices import publish_notice
+from bot.platforms.registry import directory_columns
 from storage.db import Database
 from storage.directory import parse_people_csv, upsert_people
 from storage.domain import Actor, Audience, NoticeDraft
@@ -121,7 +122,10 @@ async def room(synapse: SynapseServer) -> Room:
 async def app_client(room: Room, db: Database) -> AsyncIterator[TestClient[Any, Any]]:
     async with db.transaction() as s:
         await upsert_people(
-            s, parse_people_csv(room.csv()), actor=Actor.system("cli"), now=dt.datetime.now(dt.UTC)
+            s,
+            parse_people_csv(room.csv(), directory_columns()),
+            actor=Actor.system("cli"),
+            now=dt.datetime.now(dt.UTC),
         )
     url = db.url.render_as_string(hide_password=False)
     config = validate_config(room.config(url), "<test>", room.environ)
