@@ -111,7 +111,7 @@ async def opened(ctx: Context) -> AsyncIterator[Database]:
         await db.dispose()
 
 
-def parse_deadline(text: str, tz: dt.tzinfo) -> dt.datetime:
+def iso_deadline(text: str, tz: dt.tzinfo) -> dt.datetime:
     """An ISO 8601 date or datetime; naive means the bot's timezone, a bare date means 17:30."""
     text = text.strip()
     try:
@@ -274,7 +274,7 @@ async def cmd_notice_create(ctx: Context, args: argparse.Namespace) -> int:
         audience=parse_audience(args.to or ["all"]),
         kind=NoticeKind(args.kind),
         requires=Requires(args.requires),
-        deadline=parse_deadline(args.deadline, ctx.tz) if args.deadline else None,
+        deadline=iso_deadline(args.deadline, ctx.tz) if args.deadline else None,
         doc_number=args.doc_number,
         plan_ref=args.plan_ref,
         source=NoticeSource.CLI,

@@ -6,8 +6,6 @@ from handlers.commands import Intent
 from handlers.context import HandlerContext
 from handlers.router import Router
 
-router = Router()
-
 
 def usage_lines(ctx: HandlerContext, routes: Router) -> list[str]:
     """One line per command the sender may use (the office sees its commands too)."""
@@ -22,9 +20,13 @@ def usage_lines(ctx: HandlerContext, routes: Router) -> list[str]:
     return lines
 
 
-@router.command(Intent.HELP, usage="help.help")
-async def help_(ctx: HandlerContext) -> None:
-    """The usage guide, in the configured language."""
-    from handlers import ROUTER  # the full registry, assembled after this module loads
+def router_for(registry: Router) -> Router:
+    """The help command, for a registry of the other commands (itself included once added)."""
+    router = Router()
 
-    await ctx.reply("\n".join(usage_lines(ctx, ROUTER)))
+    @router.command(Intent.HELP, usage="help.help")
+    async def help_(ctx: HandlerContext) -> None:
+        """The usage guide, in the configured language."""
+        await ctx.reply("\n".join(usage_lines(ctx, registry)))
+
+    return router

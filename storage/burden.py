@@ -13,7 +13,7 @@ Which rows a period [since, until) covers:
 - reminders, by ``OutboxMessage.created_at`` (purpose ``reminder``), and feedback, by
   ``Reply.created_at`` (kind ``feedback``): what happened in the period, credited to the
   department that issued the notice concerned;
-- unbound-group attempts, by ``InboundEvent.received_at`` (note ``unbound_chat``): these
+- unbound-group attempts, by ``InboundRecord.received_at`` (note ``unbound_chat``): these
   name no notice, so they are only an overall figure.
 
 docs/cli.md (``workbot burden``) defines every figure for users; keep the two in step.
@@ -33,7 +33,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.db import Database
-from storage.models import Assignment, InboundEvent, Notice, OutboxMessage, Reply
+from storage.models import Assignment, InboundRecord, Notice, OutboxMessage, Reply
 from storage.queries import is_overdue
 from storage.types import (
     OUTSTANDING_STATES,
@@ -452,11 +452,11 @@ async def burden(
     unbound = int(
         await session.scalar(
             select(func.count())
-            .select_from(InboundEvent)
+            .select_from(InboundRecord)
             .where(
-                InboundEvent.note == UNBOUND_NOTE,
-                InboundEvent.received_at >= since,
-                InboundEvent.received_at < until,
+                InboundRecord.note == UNBOUND_NOTE,
+                InboundRecord.received_at >= since,
+                InboundRecord.received_at < until,
             )
         )
         or 0

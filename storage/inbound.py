@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from storage.models import InboundEvent
+from storage.models import InboundRecord
 from storage.outbox import insert_ignoring_conflicts
 from storage.types import InboundStatus
 
@@ -24,7 +24,7 @@ async def record(
 ) -> int | None:
     """Store an event; its row id, or None if (source, event_id) was already stored."""
     new_id: int | None = await session.scalar(
-        insert_ignoring_conflicts(session, InboundEvent)
+        insert_ignoring_conflicts(session, InboundRecord)
         .values(
             source=source,
             event_id=event_id,
@@ -33,7 +33,7 @@ async def record(
             received_at=now,
         )
         .on_conflict_do_nothing(index_elements=["source", "event_id"])
-        .returning(InboundEvent.id)
+        .returning(InboundRecord.id)
     )
     return new_id
 
@@ -50,8 +50,8 @@ async def finish(
 ) -> None:
     """Record how processing ended (and a short note of what it did)."""
     await session.execute(
-        update(InboundEvent)
-        .where(InboundEvent.source == source, InboundEvent.event_id == event_id)
+        update(InboundRecord)
+        .where(InboundRecord.source == source, InboundRecord.event_id == event_id)
         .values(
             status=status,
             processed_at=now,
@@ -63,20 +63,20 @@ async def finish(
 
 async def count_notes(session: AsyncSession, note: str, *, since: dt.datetime | None = None) -> int:
     """How many events ended with a note (e.g. unbound_chat: attempts to use unbound groups)."""
-    query = select(func.count()).select_from(InboundEvent).where(InboundEvent.note == note)
+    query = select(func.count()).select_from(InboundRecord).where(InboundRecord.note == note)
     if since is not None:
-        query = query.where(InboundEvent.received_at >= since)
+        query = query.where(InboundRecord.received_at >= since)
     return int(await session.scalar(query) or 0)
 
 
-async def unprocessed(session: AsyncSession, *, limit: int = 100) -> list[InboundEvent]:
+async def unprocessed(session: AsyncSession, *, limit: int = 100) -> list[InboundRecord]:
     """Events stored but never processed (e.g. the process died after the 2xx)."""
     return list(
         (
             await session.scalars(
-                select(InboundEvent)
-                .where(InboundEvent.status == InboundStatus.RECEIVED)
-                .order_by(InboundEvent.id)
+                select(InboundRecord)
+                .where(InboundRecord.status == InboundStatus.RECEIVED)
+                .order_by(InboundRecord.id)
                 .limit(limit)
             )
         ).all()

@@ -17,7 +17,7 @@ from sqlalchemy import Table, insert, or_, select, tuple_
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from storage.models import InboundEvent, LocalMessage
+from storage.models import InboundRecord, LocalMessage
 from storage.outbox import insert_ignoring_conflicts
 from storage.types import InboundStatus
 
@@ -105,7 +105,7 @@ async def append_posts(
                     }
                 )
         if events:
-            await session.execute(insert(InboundEvent), events)
+            await session.execute(insert(InboundRecord), events)
     for index, post in enumerate(posts):
         if results[index] is None and post.client_id:
             first = results[seen[(post.sender, post.client_id)]]
@@ -216,7 +216,7 @@ class SqliteAppender:
         self._connect = connect
         self._conn: sqlite3.Connection | None = None
         (self._ts,) = _processors(LocalMessage.__table__, ("ts",))  # type: ignore[arg-type]
-        self._event = _processors(InboundEvent.__table__, _EVENT_COLUMNS)  # type: ignore[arg-type]
+        self._event = _processors(InboundRecord.__table__, _EVENT_COLUMNS)  # type: ignore[arg-type]
         self._insert_post = (
             'INSERT INTO local_message (id, sender, "to", text, reply_to, client_id, ts) '
             "VALUES (?, ?, ?, ?, ?, ?, ?)"

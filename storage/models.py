@@ -204,7 +204,7 @@ class Outcome(Base):
     created_at: Mapped[dt.datetime]
 
 
-class InboundEvent(Base):
+class InboundRecord(Base):
     """An inbound platform or portal event, stored (and deduplicated) before it is answered."""
 
     __tablename__ = "inbound_event"

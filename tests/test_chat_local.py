@@ -24,7 +24,7 @@ from storage.db import Database
 from storage.models import (
     Assignment,
     AuditEvent,
-    InboundEvent,
+    InboundRecord,
     Notice,
     OutboxMessage,
     Outcome,
@@ -91,8 +91,8 @@ class Room:
                 )
                 received = await s.scalar(
                     select(func.count())
-                    .select_from(InboundEvent)
-                    .where(InboundEvent.status == "received")
+                    .select_from(InboundRecord)
+                    .where(InboundRecord.status == "received")
                 )
                 pending = await s.scalar(
                     select(func.count())
@@ -377,7 +377,7 @@ async def test_chatter_is_stored_but_not_processed(room: Room) -> None:
     await room.settle()
     assert any(m["id"] == message_id for m in await room.messages())
     async with room.db.read() as s:
-        events = await s.scalar(select(func.count()).select_from(InboundEvent))
+        events = await s.scalar(select(func.count()).select_from(InboundRecord))
     assert events == 0
     assert await room.dms("p001") == []
 
@@ -506,9 +506,8 @@ async def test_messages_from_other_chats_are_ignored_and_counted(room: Room) -> 
     await room.settle()
     assert await snapshot(room.db) == before
     async with room.db.read() as s:
-        notes = (
-            await s.scalars(select(InboundEvent.note).where(InboundEvent.event_id.like("other-%")))
-        ).all()
+        stored = select(InboundRecord.note).where(InboundRecord.event_id.like("other-%"))
+        notes = (await s.scalars(stored)).all()
     assert notes == ["unbound_chat"] * 3
     metrics = await (await room.client.get("/metrics")).text()
     assert 'workbot_chat_events_total{outcome="unbound_chat"} 3' in metrics
@@ -542,7 +541,7 @@ async def test_commands_stored_before_a_crash_are_processed_at_the_next_start(
         await room.settle()
         assert await room.dms("p001") == ["您没有待办事项。"]
         async with db.read() as s:
-            row = (await s.scalars(select(InboundEvent))).one()
+            row = (await s.scalars(select(InboundRecord))).one()
         assert (row.status.value, row.note) == ("processed", "pending")
 
 

@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 from bot.core.intake import InboundGate
 from storage import inbound
 from storage.db import Database
-from storage.models import InboundEvent
+from storage.models import InboundRecord
 from storage.types import InboundStatus
 
 from conftest import T0
@@ -35,8 +35,8 @@ async def stored(db: Database) -> list[tuple[str, str, InboundStatus]]:
     """(source, event_id, status) of every stored event."""
     async with db.read() as s:
         rows = await s.execute(
-            select(InboundEvent.source, InboundEvent.event_id, InboundEvent.status).order_by(
-                InboundEvent.id
+            select(InboundRecord.source, InboundRecord.event_id, InboundRecord.status).order_by(
+                InboundRecord.id
             )
         )
         return [(a, b, c) for a, b, c in rows.all()]
@@ -64,7 +64,7 @@ async def test_concurrent_duplicates_store_exactly_one(db: Database) -> None:
     assert sorted(results) == [False] * 7 + [True]
     assert len(seen.seen) == 1
     async with db.read() as s:
-        assert await s.scalar(select(func.count()).select_from(InboundEvent)) == 1
+        assert await s.scalar(select(func.count()).select_from(InboundRecord)) == 1
 
 
 async def test_a_failed_processing_is_recorded_not_lost(db: Database) -> None:

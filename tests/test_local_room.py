@@ -9,7 +9,7 @@ from sqlalchemy import select
 
 from storage import local_room
 from storage.db import Database
-from storage.models import InboundEvent, LocalMessage
+from storage.models import InboundRecord, LocalMessage
 from storage.types import InboundStatus
 
 NOW = dt.datetime(2026, 11, 27, 9, 30, 15, 123456, tzinfo=dt.UTC)
@@ -35,7 +35,7 @@ async def stored(db: Database) -> tuple[list[tuple[Any, ...]], list[tuple[Any, .
         ]
         events = [
             (e.source, e.payload, e.status, e.received_at, e.note)
-            for e in (await s.scalars(select(InboundEvent).order_by(InboundEvent.id))).all()
+            for e in (await s.scalars(select(InboundRecord).order_by(InboundRecord.id))).all()
         ]
     return messages, events
 

@@ -30,7 +30,7 @@ from bot.platforms.registry import directory_columns
 from storage.db import Database
 from storage.directory import parse_people_csv, upsert_people
 from storage.domain import Actor, Audience, NoticeDraft
-from storage.models import Assignment, InboundEvent
+from storage.models import Assignment, InboundRecord
 from storage.types import AssignmentState, Channel
 
 pytestmark = pytest.mark.matrix
@@ -364,8 +364,8 @@ async def test_after_a_restart_no_event_is_processed_twice(room: Room, serve: Se
                 return bool(
                     await s.scalar(
                         select(func.count())
-                        .select_from(InboundEvent)
-                        .where(InboundEvent.status == "processed")
+                        .select_from(InboundRecord)
+                        .where(InboundRecord.status == "processed")
                     )
                 )
 
@@ -375,7 +375,7 @@ async def test_after_a_restart_no_event_is_processed_twice(room: Room, serve: Se
         await room.bob.send_text(room.room_id, "大家好")  # new traffic after the restart
         await asyncio.sleep(3)
         async with db.read() as s:
-            rows = (await s.execute(select(InboundEvent.event_id, InboundEvent.status))).all()
+            rows = (await s.execute(select(InboundRecord.event_id, InboundRecord.status))).all()
         ids = [event_id for event_id, _ in rows]
         assert len(ids) == len(set(ids))
         direct = await room.bot.account_data("m.direct") or {}

@@ -21,7 +21,7 @@ from bot.core.notices import publish_notice
 from bot.platforms.wecom_crypto import WecomCipher, build_xml, signature
 from storage.db import Database
 from storage.domain import Actor, Audience, NoticeDraft
-from storage.models import Assignment, InboundEvent, OutboxMessage
+from storage.models import Assignment, InboundRecord, OutboxMessage
 from storage.types import AssignmentState, Channel, OutboxState
 from tests.fakes.wecom_server import FakeWecom
 
@@ -171,7 +171,7 @@ async def test_the_official_sample_message_is_stored_and_a_stranger_is_ignored(
     assert resp.status == 200 and await resp.text() == "success"
     await wait_db(
         wecom.db,
-        select(InboundEvent.note).where(InboundEvent.event_id == "1456453720"),
+        select(InboundRecord.note).where(InboundRecord.event_id == "1456453720"),
         "unknown_dm",
     )
 
@@ -207,7 +207,7 @@ async def test_a_tampered_or_malformed_callback_is_refused_and_stores_nothing(
         assert resp.status == 400
     assert "error" in await resp.json()
     async with wecom.db.read() as s:
-        assert await s.scalar(select(func.count()).select_from(InboundEvent)) == 0
+        assert await s.scalar(select(func.count()).select_from(InboundRecord)) == 0
     assert await snapshot(wecom.db) == before
 
 
@@ -265,8 +265,8 @@ async def test_the_full_flow_robot_cards_chat_ack_click_and_a_repeated_callback(
     async with wecom.db.read() as s:
         clicks = await s.scalar(
             select(func.count())
-            .select_from(InboundEvent)
-            .where(InboundEvent.event_id.like("zhangsan:%"))
+            .select_from(InboundRecord)
+            .where(InboundRecord.event_id.like("zhangsan:%"))
         )
     assert clicks == 1
 
