@@ -1,4 +1,4 @@
-"""The `workbot` command line (design.md §5.1)."""
+"""The `workbot` command line (docs/cli.md)."""
 
 from __future__ import annotations
 
@@ -406,7 +406,7 @@ async def cmd_pending(ctx: Context, args: argparse.Namespace) -> int:
 
 
 async def cmd_report(ctx: Context, args: argparse.Namespace) -> int:
-    """The outcome report of a period (design.md §8) to standard output or a file."""
+    """The outcome report of a period (docs/cli.md, "report") to standard output or a file."""
     days = []
     for option, value in (("--since", args.since), ("--until", args.until)):
         try:
@@ -523,7 +523,7 @@ async def cmd_outbox_retry(ctx: Context, args: argparse.Namespace) -> int:
 
 
 async def cmd_burden(ctx: Context, args: argparse.Namespace) -> int:
-    """The burden figures of a period (design.md §8), as terminal tables or JSON."""
+    """The burden figures of a period (docs/cli.md, "report"), as terminal tables or JSON."""
     try:
         since, until = period(args.since, args.until, ctx.tz)
     except BadPeriod as exc:
@@ -581,7 +581,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The CLI grammar (design.md §5.1)."""
+    """The CLI grammar (docs/cli.md)."""
     common = _Parser(add_help=False)
     common.add_argument(
         "-c",

@@ -23,7 +23,7 @@ def _listing(ctx: HandlerContext, resolved: Resolved) -> str:
 
 
 async def _say_which(ctx: HandlerContext, resolved: Resolved) -> None:
-    """When the notice was guessed and others remain, say which was taken (commands.md)."""
+    """When the notice was guessed and others remain, say which was taken (docs/chat.md)."""
     if resolved.guessed and resolved.others:
         await ctx.reply(
             ctx.t(

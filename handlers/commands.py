@@ -7,7 +7,7 @@ from enum import StrEnum
 
 
 class Intent(StrEnum):
-    """The intents of the chat command language (commands.md)."""
+    """The intents of the chat command language (docs/chat.md)."""
 
     NONE = "none"  # not a command: chatter, a question, or something to ignore silently
     UNKNOWN = "unknown"  # an unknown /command addressed to the bot: answer with a hint

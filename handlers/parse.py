@@ -1,4 +1,4 @@
-"""Parse one chat message into a Command (the language of commands.md); pure, no I/O."""
+"""Parse one chat message into a Command (the language of docs/chat.md); pure, no I/O."""
 
 from __future__ import annotations
 

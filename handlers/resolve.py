@@ -1,4 +1,4 @@
-"""Which notice a message is about (commands.md): an explicit id, a replied-to bot message, or
+"""Which notice a message is about (docs/chat.md): an explicit id, a replied-to bot message, or
 the sender's most recent open assignment that still needs this step."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Burden figures for a period (design.md §2.6, §8): read-only, nothing here changes state.
+"""Burden figures for a period (docs/cli.md, "burden"): read-only, nothing here changes state.
 
 The anti-formalism complaints made measurable: too many notices, notices without a 文号,
 next-day reporting demands, demands per person, reminders, feedback, attempts to use the

@@ -358,7 +358,7 @@ async def register_sender(
     display_name: str,
     now: dt.datetime,
 ) -> Person:
-    """Add an unknown sender in the bound group to the directory as staff (design.md §4)."""
+    """Add an unknown sender in the bound group to the directory as staff (docs/architecture.md)."""
     existing = await person_for(session, platform, platform_user_id)
     if existing is not None:
         return existing

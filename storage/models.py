@@ -1,4 +1,4 @@
-"""The SQLAlchemy ORM models: the structured records of design.md §4."""
+"""The SQLAlchemy ORM models: the structured records of docs/architecture.md."""
 
 from __future__ import annotations
 
@@ -141,7 +141,7 @@ class NoticeMessage(Base):
 
 
 class Assignment(Base):
-    """One person's duty under one notice, with its state machine (design.md §4)."""
+    """One person's duty under one notice, with its state machine (docs/architecture.md)."""
 
     __tablename__ = "assignment"
     __table_args__ = (

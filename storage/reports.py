@@ -1,4 +1,4 @@
-"""The outcome report's read query (design.md §8): the structured records behind a report.
+"""The outcome report's read query (docs/cli.md, "report"): the structured records behind a report.
 
 A period selects outcomes by when they were *reported* (``Outcome.created_at``), not by when
 their notice was issued: a report for December holds what was done and reported in December,

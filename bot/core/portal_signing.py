@@ -1,4 +1,4 @@
-"""The e-gov API's request signatures (design.md §5.3), for both directions.
+"""The e-gov API's request signatures (docs/egov-api.md), for both directions.
 
     X-Workbot-Timestamp: <unix seconds>
     X-Workbot-Signature: sha256=<hex HMAC-SHA256(secret, ts "\\n" METHOD "\\n" path "\\n" body)>

@@ -1,4 +1,4 @@
-"""The outcome report (design.md §8): the seed's form rendered from outcome records.
+"""The outcome report (docs/cli.md, "report"): the seed's form rendered from outcome records.
 
 Pure functions over :class:`storage.reports.OutcomeRow` lists (from ``outcome_rows``):
 

@@ -1,6 +1,6 @@
 """WeCom (企业微信) callback crypto: msg_signature, AES-256-CBC message envelopes, flat XML.
 
-Wire facts (shared/platforms.md, "WeCom"; WeCom's "加解密方案说明"):
+Wire facts (docs/platforms/wecom.md; WeCom's "加解密方案说明"):
 
 - msg_signature = sha1 hex of the sorted, concatenated token, timestamp, nonce and the
   encrypted text (echostr on GET, the Encrypt element on POST).

@@ -1,4 +1,4 @@
-"""The e-government portal API (design.md §5.3): signed, validated, idempotent by external_id.
+"""The e-government portal API (docs/egov-api.md): signed, validated, idempotent by external_id.
 
 Every request is signed (bot/core/portal_signing.py). A notice pushed by the portal is created and
 posted to the group through the outbox in one transaction; the same external_id with the same

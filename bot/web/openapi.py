@@ -1,4 +1,4 @@
-"""GET /openapi.json: an OpenAPI 3.1 description of the e-gov and local APIs (design.md §5.3).
+"""GET /openapi.json: an OpenAPI 3.1 description of the e-gov and local APIs (docs/egov-api.md).
 
 The schemas are generated from the pydantic models the handlers validate with (requests) or
 document their answers with (responses); the paths, parameters, security and error codes are
@@ -77,7 +77,7 @@ a GET). The comparison is constant-time. A missing or wrong signature, or a time
 than `[egov] max_skew_seconds` (300 by default) from the server's clock, is answered 401 and \
 changes nothing. The bot signs its status callbacks the same way."""
 
-DESCRIPTION = """The HTTP API of workbot (design.md §5.3): the e-government portal API \
+DESCRIPTION = """The HTTP API of workbot (docs/egov-api.md): the e-government portal API \
 (signed, under `/egov/v1`), the built-in local group's API (under `/local/v1`, served only \
 when the local group is on, with no authentication: for the loopback interface only), signed \
 ack links and the service endpoints.
