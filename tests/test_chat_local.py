@@ -19,7 +19,7 @@ from bot.app import create_app
 from bot.appkeys import BOT, CHAT, ROOM
 from bot.config import validate_config
 from bot.core import feed
-from storage import settings
+from storage import domain, settings
 from storage.db import Database
 from storage.models import (
     Assignment,
@@ -33,7 +33,7 @@ from storage.models import (
 )
 from storage.types import AssignmentState, Channel, NoticeState, OutboxState, ReplyKind
 
-from support import seed_people, snapshot
+from support import actor_of, seed_people, snapshot
 
 NOTICE_TEXT = """通知 关于报送作业管理自查情况的通知
 请各科室于12月10日前报送自查报告。
@@ -646,3 +646,55 @@ async def test_the_office_report_command_sends_a_summary_and_a_signed_download(
     assert "采取的措施" in await markdown.text()
     forged = path[:-1] + ("A" if path[-1] != "A" else "B")
     assert (await room.client.get(forged)).status == 401
+
+
+async def test_a_change_from_any_surface_moves_the_tally_without_asking(room: Room) -> None:
+    """The tally follows the state: a change written straight through a domain operation (as
+    any new surface, or another process, would) edits the card in place; nobody calls a
+    refresh."""
+    notice_id = await post_notice(room)
+    posts_before = len(await room.group_posts())
+    office = await actor_of(room.db, "p003")
+    async with room.db.transaction() as s:
+        await domain.phone_ack(s, notice_id, "p001", actor=office, now=dt.datetime.now(dt.UTC))
+    await room.settle()
+    card = await room.card_of(notice_id)
+    assert card["card"]["status"] == "已确认 1/4，已完成 0/4"
+    assert card["edited_at"] is not None
+    assert len(await room.group_posts()) == posts_before
+
+
+async def test_a_burst_of_acks_leaves_at_most_one_pending_edit(db: Database) -> None:
+    """Four acks in four transactions, then the feed: one tally edit, carrying the last count."""
+    await seed_people(db, dt.datetime.now(dt.UTC))
+    app = create_app(app_config(db), {}, workers=False)  # no sender: the edit stays pending
+    async with TestClient(TestServer(app)) as client:
+        room = Room(client, db)
+        await room.post("p003", NOTICE_TEXT)
+        await room.client.app[CHAT].drain()
+        async with db.read() as s:
+            notice_id = int(await s.scalar(select(func.max(Notice.id))) or 0)
+        async with db.transaction() as s:  # what serve does at start-up
+            await feed.start_cursor(s)
+        now = dt.datetime.now(dt.UTC)
+        for person in ("p001", "p002", "p004", "p005"):
+            actor = await actor_of(db, person)
+            async with db.transaction() as s:
+                await domain.acknowledge(
+                    s, notice_id, person, channel=Channel.GROUP, actor=actor, now=now
+                )
+        ctx = room.client.app[BOT]
+        audit_feed = feed.AuditFeed(db, ctx, clock=lambda: now, max_idle=60.0, callbacks=False)
+        for _ in range(3):  # running it again finds nothing new and adds nothing
+            await audit_feed.one_pass()
+        async with db.read() as s:
+            edits = (
+                await s.scalars(
+                    select(OutboxMessage).where(
+                        OutboxMessage.notice_id == notice_id, OutboxMessage.purpose == "tally"
+                    )
+                )
+            ).all()
+        assert len(edits) == 1
+        assert edits[0].state is OutboxState.PENDING
+        assert edits[0].payload["card"]["status"] == "已确认 4/4，已完成 0/4"

@@ -219,6 +219,8 @@ DURATION_HINT = "(use e.g. 30m, 2h, 1d, 1h30m)"
 SECRET_NEEDED = "(needed because egov.callback_url is set)"
 CALLBACK = '[egov]\ncallback_url = "https://portal.example.gov.cn/workbot/events"\n'
 
+HAS = "local, webhook, wecom, matrix"  # the platform list, in its order
+
 BROKEN = {
     "unknown key": ("[server]\nprot = 8080\n", NO_ENV, ["server.prot: unknown key"]),
     "wrong type": (
@@ -290,6 +292,11 @@ BROKEN = {
         "[platforms.foo]\nenabled = true\n",
         NO_ENV,
         ["platforms.foo: unknown platform (this version has: local, webhook, wecom, matrix)"],
+    ),
+    "a platform this version does not have": (
+        '[group]\nplatform = "dingtalk"\n',
+        NO_ENV,
+        [f"group.platform: unknown platform 'dingtalk' (this version has: {HAS})"],
     ),
     "unknown section": ("[servre]\nport = 1\n", NO_ENV, ["servre: unknown section"]),
     "unsupported database scheme": (
@@ -714,3 +721,18 @@ def test_arbitrary_toml_only_ever_raises_config_error(
         assert all(problem.file == "fuzz.toml" for problem in error.problems)
     else:
         assert isinstance(config, Config)
+
+
+def test_the_platform_list_is_the_one_place_platforms_are_named() -> None:
+    """Config tables, group.platform, capabilities and CSV columns all come from one list."""
+    from bot.config import PlatformsConfig
+    from bot.platforms.registry import PLATFORMS, capabilities_of, directory_columns
+
+    names = [spec.name for spec in PLATFORMS]
+    assert list(PlatformsConfig.model_fields) == names
+    assert Config.platform_names() == tuple(names)
+    assert directory_columns() == tuple(s.directory_column for s in PLATFORMS if s.directory_column)
+    for spec in PLATFORMS:
+        assert capabilities_of(spec.name) == spec.capabilities
+        assert spec.config_model.__module__ == f"bot.platforms.{spec.name}"
+    assert capabilities_of("dingtalk") == capabilities_of("no-such-platform")
