@@ -607,25 +607,32 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=func)
         return p
 
+    def group(name: str, help_text: str) -> argparse._SubParsersAction[_Parser]:
+        """A command with subcommands (workbot people …, workbot notice …)."""
+        parent = sub.add_parser(name, help=help_text, parents=[common])
+        return parent.add_subparsers(
+            dest=f"{name}_command", required=True, metavar="COMMAND", parser_class=_Parser
+        )
+
+    def period(p: _Parser) -> None:
+        p.add_argument(
+            "--since", required=True, metavar="YYYY-MM-DD", help="first day (bot.timezone)"
+        )
+        p.add_argument("--until", required=True, metavar="YYYY-MM-DD", help="last day, inclusive")
+
     add("serve", cmd_serve, "migrate (if enabled), then serve HTTP until SIGINT/SIGTERM")
     add("migrate", cmd_migrate, "apply database migrations")
     add(
         "check-config", cmd_check_config, "validate the configuration; exit 2 listing every problem"
     )
 
-    people = sub.add_parser("people", help="the staff directory", parents=[common])
-    people_sub = people.add_subparsers(
-        dest="people_command", required=True, metavar="COMMAND", parser_class=_Parser
-    )
+    people_sub = group("people", "the staff directory")
     p = add("import", cmd_people_import, "upsert people from a CSV file", people_sub)
     p.add_argument("file", metavar="FILE.csv")
     p.add_argument("--dry-run", action="store_true", help="validate only; write nothing")
     add("list", cmd_people_list, "list the directory", people_sub)
 
-    notice = sub.add_parser("notice", help="formal notices", parents=[common])
-    notice_sub = notice.add_subparsers(
-        dest="notice_command", required=True, metavar="COMMAND", parser_class=_Parser
-    )
+    notice_sub = group("notice", "formal notices")
     p = add("create", cmd_notice_create, "create a formal notice and print its id", notice_sub)
     p.add_argument("--title", required=True)
     body = p.add_mutually_exclusive_group()
@@ -653,8 +660,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--person", metavar="ID")
 
     p = add("report", cmd_report, "the outcome report of a period, in the seed's form or raw")
-    p.add_argument("--since", required=True, metavar="YYYY-MM-DD", help="first day (bot.timezone)")
-    p.add_argument("--until", required=True, metavar="YYYY-MM-DD", help="last day, inclusive")
+    period(p)
     p.add_argument("--format", choices=reports.FORMATS, default="md", help="default: md")
     p.add_argument(
         "-o",
@@ -663,16 +669,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="write to FILE (default: standard output; docx needs -o, and -o - means stdout)",
     )
 
-    audit_p = sub.add_parser("audit", help="the audit trail", parents=[common])
-    audit_sub = audit_p.add_subparsers(
-        dest="audit_command", required=True, metavar="COMMAND", parser_class=_Parser
-    )
+    audit_sub = group("audit", "the audit trail")
     add("verify", cmd_audit_verify, "check the audit hash chain", audit_sub)
 
-    outbox_p = sub.add_parser("outbox", help="messages waiting to be sent", parents=[common])
-    outbox_sub = outbox_p.add_subparsers(
-        dest="outbox_command", required=True, metavar="COMMAND", parser_class=_Parser
-    )
+    outbox_sub = group("outbox", "messages waiting to be sent")
     p = add("list", cmd_outbox_list, "list outbox messages, newest first", outbox_sub)
     p.add_argument("--dead", action="store_true", help="only dead letters")
     p.add_argument("--limit", type=int, default=50)
@@ -683,14 +683,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file", metavar="FILE")
 
     p = add("burden", cmd_burden, "the burden figures of a period, per issuing department")
-    p.add_argument("--since", required=True, metavar="YYYY-MM-DD", help="first day (bot.timezone)")
-    p.add_argument("--until", required=True, metavar="YYYY-MM-DD", help="last day, inclusive")
+    period(p)
     p.add_argument("--format", choices=["text", "json"], default="text", help="default: text")
 
-    egov_p = sub.add_parser("egov", help="the e-gov portal API", parents=[common])
-    egov_sub = egov_p.add_subparsers(
-        dest="egov_command", required=True, metavar="COMMAND", parser_class=_Parser
-    )
+    egov_sub = group("egov", "the e-gov portal API")
     p = add(
         "sign",
         cmd_egov_sign,

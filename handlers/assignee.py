@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from typing import Any
+
 from bot.core import render
 from bot.core.notices import PURPOSE_CARD_UPDATE, view_of
 from bot.core.platform import CardUpdate, OutboundMessage
@@ -66,21 +69,51 @@ async def confirm_card(ctx: HandlerContext, token: str) -> None:
     )
 
 
-@router.command(Intent.ACK, usage="help.ack")
-async def ack(ctx: HandlerContext) -> None:
+Step = Callable[[HandlerContext, Resolved], Awaitable[None]]
+
+
+def step(
+    intent: Intent, *, usage: str, ack_step: bool = False, say_which: bool = True
+) -> Callable[[Step], Step]:
+    """Register an assignee's step: the notice is resolved first (nothing happens when there
+    is none), and when it was guessed the sender is told which it was."""
+
+    def register(handler: Step) -> Step:
+        @router.command(intent, usage=usage)
+        async def run(ctx: HandlerContext) -> None:
+            resolved = await _resolve(ctx, ack_step=ack_step)
+            if resolved is None:
+                return
+            await handler(ctx, resolved)
+            if say_which:
+                await _say_which(ctx, resolved)
+
+        return handler
+
+    return register
+
+
+def said(ctx: HandlerContext) -> dict[str, Any]:
+    """Who said it, how and when: the arguments every assignee operation records."""
+    return {
+        "channel": ctx.incoming.channel,
+        "actor": ctx.actor,
+        "now": ctx.now,
+        "message_ref": ctx.incoming.message_ref,
+    }
+
+
+async def recorded(ctx: HandlerContext, key: str, resolved: Resolved, **extra: object) -> None:
+    """The private confirmation of a recorded step, naming the notice."""
+    notice = resolved.notice
+    await ctx.reply(ctx.t(key, id=notice.id, title=notice.title, **extra))
+
+
+@step(Intent.ACK, usage="help.ack", ack_step=True)
+async def ack(ctx: HandlerContext, resolved: Resolved) -> None:
     """收到: acknowledge; the tally edit in place is the only visible answer."""
-    resolved = await _resolve(ctx, ack_step=True)
-    if resolved is None:
-        return
     change = await domain.acknowledge(
-        ctx.session,
-        resolved.notice.id,
-        ctx.person.id,
-        channel=ctx.incoming.channel,
-        actor=ctx.actor,
-        now=ctx.now,
-        text=ctx.command.text,
-        message_ref=ctx.incoming.message_ref,
+        ctx.session, resolved.notice.id, ctx.person.id, text=ctx.command.text, **said(ctx)
     )
     if ctx.incoming.card_token:
         # The clicked personal card now reads 已确认: that is the answer.
@@ -92,18 +125,12 @@ async def ack(ctx: HandlerContext) -> None:
         and not resolved.others
     ):
         # No tally to edit in the group: the sender hears it privately instead.
-        await ctx.reply(
-            ctx.t("chat.ack_recorded", id=resolved.notice.id, title=resolved.notice.title)
-        )
-    await _say_which(ctx, resolved)
+        await recorded(ctx, "chat.ack_recorded", resolved)
 
 
-@router.command(Intent.NOT_ACK, usage="")
-async def not_ack(ctx: HandlerContext) -> None:
+@step(Intent.NOT_ACK, usage="", say_which=False)
+async def not_ack(ctx: HandlerContext, resolved: Resolved) -> None:
     """没收到: send the notice again, privately, to the person who missed it."""
-    resolved = await _resolve(ctx)
-    if resolved is None:
-        return
     notice = resolved.notice
     if notice.state is not NoticeState.OPEN:
         return
@@ -112,41 +139,25 @@ async def not_ack(ctx: HandlerContext) -> None:
     await ctx.reply(card.text, message=card, notice_id=notice.id)
 
 
-@router.command(Intent.PROGRESS, usage="help.progress")
-async def progress(ctx: HandlerContext) -> None:
+@step(Intent.PROGRESS, usage="help.progress")
+async def progress(ctx: HandlerContext, resolved: Resolved) -> None:
     """进度: record a progress report (the first one also acknowledges)."""
-    resolved = await _resolve(ctx)
-    if resolved is None:
-        return
+    percent = ctx.command.percent
     await domain.report_progress(
         ctx.session,
         resolved.notice.id,
         ctx.person.id,
         text=ctx.command.text,
-        percent=ctx.command.percent,
-        channel=ctx.incoming.channel,
-        actor=ctx.actor,
-        now=ctx.now,
-        message_ref=ctx.incoming.message_ref,
+        percent=percent,
+        **said(ctx),
     )
-    percent = "" if ctx.command.percent is None else f" {ctx.command.percent}%"
-    await ctx.reply(
-        ctx.t(
-            "chat.progress_recorded",
-            id=resolved.notice.id,
-            title=resolved.notice.title,
-            percent=percent,
-        )
-    )
-    await _say_which(ctx, resolved)
+    shown = "" if percent is None else f" {percent}%"
+    await recorded(ctx, "chat.progress_recorded", resolved, percent=shown)
 
 
-@router.command(Intent.DONE, usage="help.done")
-async def done(ctx: HandlerContext) -> None:
+@step(Intent.DONE, usage="help.done")
+async def done(ctx: HandlerContext, resolved: Resolved) -> None:
     """完成: record the outcome (措施 / 成效 / metrics); the assignment becomes done."""
-    resolved = await _resolve(ctx)
-    if resolved is None:
-        return
     command = ctx.command
     await domain.record_outcome(
         ctx.session,
@@ -155,29 +166,15 @@ async def done(ctx: HandlerContext) -> None:
         measures=command.measures,
         results=command.results,
         metrics=[domain.Metric(m.name, m.value, m.unit) for m in command.metrics],
-        channel=ctx.incoming.channel,
-        actor=ctx.actor,
-        now=ctx.now,
         text=command.text,
-        message_ref=ctx.incoming.message_ref,
+        **said(ctx),
     )
-    await ctx.reply(
-        ctx.t(
-            "chat.done_recorded",
-            id=resolved.notice.id,
-            title=resolved.notice.title,
-            measures=len(command.measures),
-        )
-    )
-    await _say_which(ctx, resolved)
+    await recorded(ctx, "chat.done_recorded", resolved, measures=len(command.measures))
 
 
-@router.command(Intent.FEEDBACK, usage="help.feedback")
-async def feedback(ctx: HandlerContext) -> None:
+@step(Intent.FEEDBACK, usage="help.feedback", say_which=False)
+async def feedback(ctx: HandlerContext, resolved: Resolved) -> None:
     """反馈: deadline too tight, a duplicate demand, unclear: counted in the burden report."""
-    resolved = await _resolve(ctx)
-    if resolved is None:
-        return
     category = ctx.command.feedback
     kind = FeedbackKind(category.value) if category is not None else FeedbackKind.OTHER
     await domain.feedback(
@@ -186,16 +183,6 @@ async def feedback(ctx: HandlerContext) -> None:
         ctx.person.id,
         kind=kind,
         text=ctx.command.text,
-        channel=ctx.incoming.channel,
-        actor=ctx.actor,
-        now=ctx.now,
-        message_ref=ctx.incoming.message_ref,
+        **said(ctx),
     )
-    await ctx.reply(
-        ctx.t(
-            "chat.feedback_recorded",
-            id=resolved.notice.id,
-            title=resolved.notice.title,
-            kind=ctx.t(f"feedback.{kind.value}"),
-        )
-    )
+    await recorded(ctx, "chat.feedback_recorded", resolved, kind=ctx.t(f"feedback.{kind.value}"))

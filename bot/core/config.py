@@ -21,9 +21,11 @@ from pydantic_core import ErrorDetails
 from bot.core.configtypes import (
     _BARE_KEY_RE,
     _URL_SCHEME_RE,
+    BaseUrl,
     CalendarDate,
     ConfigSection,
     Duration,
+    EnvName,
     _clock_from_toml,
     _format_span,
     _in_span,
@@ -33,6 +35,7 @@ from bot.core.configtypes import (
     _toml_type,
     check_env_name,
     http_url_problem,
+    unset_variable,
 )
 from bot.core.configtypes import MAX_DURATION as MAX_DURATION
 from bot.core.configtypes import format_duration as format_duration
@@ -91,7 +94,7 @@ class BotConfig(ConfigSection):
 
     language: Language = "zh-CN"
     timezone: str = "Asia/Shanghai"
-    public_url: str = "http://127.0.0.1:8080"
+    public_url: BaseUrl = "http://127.0.0.1:8080"
     names: tuple[str, ...] = Field(default=("workbot",), strict=False)
     ack_link_ttl: Duration = timedelta(days=14)
     link_secret_env: str | None = None
@@ -104,14 +107,6 @@ class BotConfig(ConfigSection):
         except (ZoneInfoNotFoundError, ValueError, OSError):
             raise ValueError(f"unknown timezone {_show(value)}") from None
         return value
-
-    @field_validator("public_url")
-    @classmethod
-    def _http_base_url(cls, value: str) -> str:
-        problem = http_url_problem(value, allow_query=False)
-        if problem is not None:
-            raise ValueError(problem)
-        return value.rstrip("/")
 
     @property
     def tz(self) -> ZoneInfo:
@@ -209,14 +204,9 @@ class EgovConfig(ConfigSection):
 
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
-    secret_env: str = "WORKBOT_EGOV_SECRET"  # noqa: S105 - a variable's name, not a secret
+    secret_env: EnvName = "WORKBOT_EGOV_SECRET"  # noqa: S105 - a variable's name, not a secret
     callback_url: str = ""
     max_skew_seconds: int = Field(default=300, ge=1, le=86_400)
-
-    @field_validator("secret_env")
-    @classmethod
-    def _env_name(cls, value: str) -> str:
-        return check_env_name(value)
 
     @field_validator("callback_url")
     @classmethod
@@ -229,9 +219,9 @@ class EgovConfig(ConfigSection):
 
     def environment_problems(self, environ: Mapping[str, str]) -> list[tuple[str, str]]:
         """Require the secret when callbacks, which are signed with it, are configured."""
-        if not self.callback_url or environ.get(self.secret_env):
+        state = unset_variable(environ, self.secret_env)
+        if not self.callback_url or state is None:
             return []
-        state = "is not set" if self.secret_env not in environ else "is empty"
         reason = (
             f"environment variable {self.secret_env} {state} "
             "(needed because egov.callback_url is set)"

@@ -6,7 +6,7 @@ from datetime import date, datetime, time, timedelta
 from typing import Annotated
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, PlainSerializer
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, PlainSerializer
 
 MAX_DURATION = timedelta(days=3650)
 
@@ -189,3 +189,35 @@ class ConfigSection(BaseModel):
     def environment_problems(self, environ: Mapping[str, str]) -> list[tuple[str, str]]:
         """List (key, reason) pairs for environment variables this section needs but lacks."""
         return []
+
+
+def _base_url(value: str) -> str:
+    problem = http_url_problem(value, allow_query=False)
+    if problem is not None:
+        raise ValueError(problem)
+    return value.rstrip("/")
+
+
+# An http(s) base URL without query (a trailing slash is dropped), and the name of an
+# environment variable that holds a secret.
+BaseUrl = Annotated[str, AfterValidator(_base_url)]
+EnvName = Annotated[str, AfterValidator(check_env_name)]
+
+
+def unset_variable(environ: Mapping[str, str], name: str) -> str | None:
+    """Why an environment variable cannot be used ("is not set", "is empty"), or None."""
+    if environ.get(name):
+        return None
+    return "is not set" if name not in environ else "is empty"
+
+
+def missing_variables(
+    environ: Mapping[str, str], fields: Mapping[str, str]
+) -> list[tuple[str, str]]:
+    """(key, reason) for each field whose environment variable is unset or empty."""
+    problems = []
+    for key, name in fields.items():
+        state = unset_variable(environ, name)
+        if state is not None:
+            problems.append((key, f"environment variable {name} {state}"))
+    return problems

@@ -29,9 +29,9 @@ from typing import Any
 from urllib.parse import quote
 
 import aiohttp
-from pydantic import ConfigDict, Field, field_validator
+from pydantic import ConfigDict, Field
 
-from bot.core.configtypes import ConfigSection, Duration, check_env_name, http_url_problem
+from bot.core.configtypes import BaseUrl, ConfigSection, Duration, EnvName, missing_variables
 from bot.core.platform import (
     BasePlatform,
     BuildContext,
@@ -65,30 +65,14 @@ class MatrixConfig(ConfigSection):
 
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
-    homeserver: str
+    homeserver: BaseUrl
     user_id: str = Field(pattern=r"^@[^:\s]+:\S+$")
-    access_token_env: str = "MATRIX_TOKEN"  # noqa: S105 - a variable's name, not a secret
+    access_token_env: EnvName = "MATRIX_TOKEN"  # noqa: S105 - a variable's name, not a secret
     sync_timeout: Duration = timedelta(seconds=30)
-
-    @field_validator("homeserver")
-    @classmethod
-    def _http_url(cls, value: str) -> str:
-        problem = http_url_problem(value, allow_query=False)
-        if problem is not None:
-            raise ValueError(problem)
-        return value.rstrip("/")
-
-    @field_validator("access_token_env")
-    @classmethod
-    def _env_name(cls, value: str) -> str:
-        return check_env_name(value)
 
     def environment_problems(self, environ: Mapping[str, str]) -> list[tuple[str, str]]:
         """The access token must be set."""
-        if environ.get(self.access_token_env):
-            return []
-        state = "is not set" if self.access_token_env not in environ else "is empty"
-        return [("access_token_env", f"environment variable {self.access_token_env} {state}")]
+        return missing_variables(environ, {"access_token_env": self.access_token_env})
 
 
 @dataclass(frozen=True)

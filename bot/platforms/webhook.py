@@ -34,7 +34,7 @@ from urllib.parse import quote
 import aiohttp
 from pydantic import ConfigDict, Field, field_validator
 
-from bot.core.configtypes import ConfigSection, Duration, check_env_name, http_url_problem
+from bot.core.configtypes import BaseUrl, ConfigSection, Duration, EnvName, missing_variables
 from bot.core.platform import (
     BasePlatform,
     BuildContext,
@@ -58,33 +58,22 @@ class WebhookConfig(ConfigSection):
 
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
-    url: str
-    token_env: str = "WORKBOT_WEBHOOK_TOKEN"  # noqa: S105 - a variable's name, not a secret
+    url: BaseUrl
+    token_env: EnvName = "WORKBOT_WEBHOOK_TOKEN"  # noqa: S105 - a variable's name, not a secret
     rate_count: int = Field(default=20, ge=1)
     rate_per_seconds: float = Field(default=60.0, gt=0, allow_inf_nan=False)
     timeout: Duration = timedelta(seconds=10)
 
     @field_validator("url")
     @classmethod
-    def _http_url(cls, value: str) -> str:
-        problem = http_url_problem(value, allow_query=False)
-        if problem is not None:
-            raise ValueError(problem)
+    def _short_url(cls, value: str) -> str:
         if len(value) > MAX_URL_LENGTH:
             raise ValueError(f"must be at most {MAX_URL_LENGTH} characters")
-        return value.rstrip("/")
-
-    @field_validator("token_env")
-    @classmethod
-    def _env_name(cls, value: str) -> str:
-        return check_env_name(value)
+        return value
 
     def environment_problems(self, environ: Mapping[str, str]) -> list[tuple[str, str]]:
         """Report a missing or empty bearer-token variable."""
-        if environ.get(self.token_env):
-            return []
-        state = "is not set" if self.token_env not in environ else "is empty"
-        return [("token_env", f"environment variable {self.token_env} {state}")]
+        return missing_variables(environ, {"token_env": self.token_env})
 
     def token(self, environ: Mapping[str, str]) -> str:
         """The bearer token from the environment (check environment_problems first)."""

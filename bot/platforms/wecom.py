@@ -28,9 +28,9 @@ from urllib.parse import unquote
 
 import aiohttp
 from aiohttp import web
-from pydantic import ConfigDict, Field, field_validator
+from pydantic import ConfigDict, Field
 
-from bot.core.configtypes import ConfigSection, Duration, check_env_name, http_url_problem
+from bot.core.configtypes import BaseUrl, ConfigSection, Duration, EnvName, missing_variables
 from bot.core.platform import (
     BasePlatform,
     BuildContext,
@@ -70,34 +70,17 @@ class WecomConfig(ConfigSection):
 
     corp_id: str = Field(min_length=1, max_length=64)
     agent_id: int = Field(ge=1)
-    secret_env: str = "WECOM_SECRET"  # noqa: S105 - a variable's name, not a secret
-    token_env: str = "WECOM_TOKEN"  # noqa: S105 - a variable's name, not a secret
-    encoding_aes_key_env: str = "WECOM_AES_KEY"
-    robot_key_env: str = "WECOM_ROBOT_KEY"
-    api_base: str = "https://qyapi.weixin.qq.com"
+    secret_env: EnvName = "WECOM_SECRET"  # noqa: S105 - a variable's name, not a secret
+    token_env: EnvName = "WECOM_TOKEN"  # noqa: S105 - a variable's name, not a secret
+    encoding_aes_key_env: EnvName = "WECOM_AES_KEY"
+    robot_key_env: EnvName = "WECOM_ROBOT_KEY"
+    api_base: BaseUrl = "https://qyapi.weixin.qq.com"
     rate_limited_retry: Duration = timedelta(seconds=60)
-
-    @field_validator("secret_env", "token_env", "encoding_aes_key_env", "robot_key_env")
-    @classmethod
-    def _env_name(cls, value: str) -> str:
-        return check_env_name(value)
-
-    @field_validator("api_base")
-    @classmethod
-    def _http_url(cls, value: str) -> str:
-        problem = http_url_problem(value, allow_query=False)
-        if problem is not None:
-            raise ValueError(problem)
-        return value.rstrip("/")
 
     def environment_problems(self, environ: Mapping[str, str]) -> list[tuple[str, str]]:
         """Every secret must be set; the EncodingAESKey must be a valid 43-character key."""
-        problems: list[tuple[str, str]] = []
-        for key in ("secret_env", "token_env", "encoding_aes_key_env", "robot_key_env"):
-            name = getattr(self, key)
-            if not environ.get(name):
-                state = "is not set" if name not in environ else "is empty"
-                problems.append((key, f"environment variable {name} {state}"))
+        keys = ("secret_env", "token_env", "encoding_aes_key_env", "robot_key_env")
+        problems = missing_variables(environ, {key: getattr(self, key) for key in keys})
         aes = environ.get(self.encoding_aes_key_env)
         if aes:
             try:
