@@ -32,9 +32,9 @@ from bot.config import Config
 from bot.core import feed
 from bot.core.clock import utcnow
 from bot.core.context import BotContext
+from bot.core.durable_room import LocalRoom
 from bot.core.intake import ChatIntake
 from bot.core.links import AckLinks, ReportLinks
-from bot.core.local_room import LocalRoom
 from bot.core.metrics import Metrics
 from bot.core.platform import Host
 from bot.core.room import RoomHub

@@ -5,8 +5,8 @@ from __future__ import annotations
 from aiohttp import web
 
 from bot.core.appkeys import BOT, CONFIG, DATABASE, EGOV_SECRET, ENVIRON, METRICS
+from bot.core.durable_room import LocalRoom
 from bot.core.intake import ChatIntake
-from bot.core.local_room import LocalRoom
 from bot.core.platform import Platform
 from bot.delivery.sender import OutboxSender
 from bot.scheduler.runner import Scheduler

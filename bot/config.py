@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ConfigDict, Field, ValidationError, create_model, field_validator
 from pydantic_core import InitErrorDetails
 
-from bot.core.config import (
+from bot.core.config_sections import (
     CONFIG_ENV_VAR,
     DATABASE_DRIVERS,
     DEFAULT_CONFIG_NAME,
@@ -35,7 +35,7 @@ from bot.core.config import (
     resolve_config_path,
     validate_model,
 )
-from bot.core.config import (  # re-exported: bot.config is the configuration's public face
+from bot.core.config_sections import (  # re-exported: bot.config is the configuration's public face
     BotConfig as BotConfig,
 )
 from bot.core.configtypes import ConfigSection, Duration

@@ -27,8 +27,8 @@ from bot.core.render import ACK_VALUE_PREFIX
 from handlers import ROUTER
 from handlers.commands import Command, Intent
 from handlers.context import HandlerContext, Incoming
-from handlers.errors import Refusal, domain_message
 from handlers.parse import parse
+from handlers.refusals import Refusal, domain_message
 from handlers.router import Router
 from storage import directory, lookups
 from storage.db import Conflict, Database, Session

@@ -5,7 +5,7 @@ from __future__ import annotations
 from bot.core.render import when
 from handlers.commands import Intent
 from handlers.context import HandlerContext
-from handlers.errors import Refusal
+from handlers.refusals import Refusal
 from handlers.resolve import required_notice
 from handlers.router import Router
 from storage import queries

@@ -9,8 +9,8 @@ from bot.core.notices import publish_notice, remind_pending
 from bot.core.render import when
 from handlers.commands import Intent
 from handlers.context import HandlerContext
-from handlers.errors import Refusal
 from handlers.parse import parse_deadline
+from handlers.refusals import Refusal
 from handlers.resolve import find_person, required_notice
 from handlers.router import Router
 from storage import directory, domain, lookups

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from handlers.context import HandlerContext
-from handlers.errors import Refusal
+from handlers.refusals import Refusal
 from storage import directory, lookups, queries
 from storage.errors import UnknownNotice
 from storage.models import Notice, Person

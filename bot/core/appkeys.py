@@ -6,7 +6,7 @@ from collections.abc import Mapping
 
 from aiohttp import web
 
-from bot.core.config import CoreConfig
+from bot.core.config_sections import CoreConfig
 from bot.core.context import BotContext
 from bot.core.metrics import Metrics
 from storage.db import Database

@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 
 import chinese_calendar  # type: ignore[import-untyped]
 
-from bot.core.config import ScheduleConfig
+from bot.core.config_sections import ScheduleConfig
 
 logger = logging.getLogger("workbot.calendar")
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from zoneinfo import ZoneInfo
 
 from bot.core.calendar import WorkCalendar
-from bot.core.config import CoreConfig
+from bot.core.config_sections import CoreConfig
 from bot.core.i18n import Translator
 from bot.core.links import AckLinks, ReportLinks
 from bot.core.platform import Capabilities, TargetKind

@@ -1,6 +1,6 @@
 """The built-in local group's room, as its adapter and its API see it: the API documents,
 the backend protocol, and the live event hub (nothing here touches storage; the durable room
-is bot/core/local_room.py)."""
+is bot/core/durable_room.py)."""
 
 from __future__ import annotations
 

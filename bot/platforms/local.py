@@ -1,6 +1,6 @@
 """The built-in local group: the embedded default platform, its JSON API, event stream and page.
 
-The local group is a real chat room kept in workbot's own database (bot/core/local_room.py):
+The local group is a real chat room kept in workbot's own database (bot/core/durable_room.py):
 people post through `POST /local/v1/messages` (durable before the 201), the bot posts and
 edits through the platform contract, and the page follows along over server-sent events. It
 is a development and demo surface with no authentication: it is meant for the loopback

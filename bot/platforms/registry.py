@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from bot.core.config import CoreConfig
+from bot.core.config_sections import CoreConfig
 from bot.core.platform import BuildContext, Capabilities, Platform, PlatformSpec
 from bot.platforms import local, matrix, webhook, wecom
 
