@@ -31,7 +31,6 @@ import argparse
 import asyncio
 import collections.abc
 import contextlib
-import dataclasses
 import datetime as dt
 import gc
 import hmac
@@ -42,7 +41,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -58,9 +56,9 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 import aiohttp  # noqa: E402
+import harness  # noqa: E402
 from aiohttp import web  # noqa: E402
-from databases import ensure_pg_database  # noqa: E402
-from machine import machine_info  # noqa: E402
+from harness import BenchError  # noqa: E402
 from sqlalchemy import text  # noqa: E402
 from sqlalchemy.engine import URL, make_url  # noqa: E402
 from sqlalchemy.ext.asyncio import create_async_engine  # noqa: E402
@@ -82,10 +80,6 @@ DUMP_BOUND_S = 10.0
 TZ_CN = dt.timezone(dt.timedelta(hours=8))
 MARKER = re.compile(rb"bench-([0-9a-f]+)-(\d+)")
 BUCKET_S = 5.0  # the drift line: p99 per this many seconds of the measured window
-
-
-class BenchError(Exception):
-    """The benchmark could not run (a server did not start, a tool is missing, …)."""
 
 
 # --------------------------------------------------------------------------- the receiver
@@ -197,31 +191,10 @@ async def serving(app: web.Application, port: int) -> AsyncIterator[None]:
 
 
 @dataclass
-class Server:
+class Server(harness.LoopbackProcess):
     """The server process under test, pinned to its cores."""
 
     proc: asyncio.subprocess.Process
-    port: int
-    log: Path
-
-    def url(self, path: str) -> str:
-        """An absolute URL on this server."""
-        return f"http://127.0.0.1:{self.port}{path}"
-
-    def log_tail(self, lines: int = 30) -> str:
-        """The end of the server's output, for error messages."""
-        try:
-            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
-
-
-def free_port() -> int:
-    """A free TCP port on loopback."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def write_config(
@@ -300,7 +273,7 @@ async def start_server(
             stdout=out,
             stderr=subprocess.STDOUT,
         )
-    server = Server(proc, port, log)
+    server = Server(port, log, proc)
     deadline = time.monotonic() + START_BOUND_S
     async with aiohttp.ClientSession() as http:
         while time.monotonic() < deadline:
@@ -624,7 +597,7 @@ def task_cpu_report(path: Path, notices: int) -> str:
 
 async def reset_pg(url: URL) -> None:
     """Create the bench database if missing, then drop and recreate its public schema."""
-    await ensure_pg_database(url)
+    await harness.ensure_pg_database(url)
     engine = create_async_engine(url, isolation_level="AUTOCOMMIT")
     try:
         async with engine.connect() as conn:
@@ -764,15 +737,6 @@ async def run_load(
 # --------------------------------------------------------------------------- figures
 
 
-def pct(values: Sequence[float], p: float) -> float:
-    """The nearest-rank percentile p (0-100) of values; nan when there are none."""
-    if not values:
-        return math.nan
-    ordered = sorted(values)
-    rank = max(1, math.ceil(p / 100 * len(ordered)))
-    return ordered[rank - 1]
-
-
 @dataclass
 class Stage:
     """p50, p90, p99 and max of one series, in ms."""
@@ -788,7 +752,14 @@ class Stage:
     def of(cls, name: str, seconds: Sequence[float]) -> Stage:
         """The figures of a series given in seconds."""
         ms = [s * 1000 for s in seconds]
-        return cls(name, len(ms), pct(ms, 50), pct(ms, 90), pct(ms, 99), max(ms, default=math.nan))
+        return cls(
+            name,
+            len(ms),
+            harness.percentile(ms, 0.50),
+            harness.percentile(ms, 0.90),
+            harness.percentile(ms, 0.99),
+            max(ms, default=math.nan),
+        )
 
     def row(self) -> str:
         """One table row."""
@@ -894,7 +865,7 @@ def figures(
             Stage.of("txn begins → send arrives", txn_to_arrival),
             Stage.of("send arrives → sent_at recorded", arrival_to_recorded),
         ],
-        drift_p99_ms=[pct(buckets[k], 99) * 1000 for k in sorted(buckets)],
+        drift_p99_ms=[harness.percentile(buckets[k], 0.99) * 1000 for k in sorted(buckets)],
         errors=dict(errors),
         missing=missing,
         duplicates=sum(receiver.repeats.values()),
@@ -968,7 +939,7 @@ async def wait_for_file(path: Path, bound: float) -> None:
 
 async def run_backend(backend: str, args: argparse.Namespace, workdir: Path) -> Result:
     """Set up a server on one backend, drive it and collect the figures."""
-    port, hook_port = free_port(), free_port()
+    port, hook_port = harness.free_port(), harness.free_port()
     if backend == "sqlite":
         db_url: str | URL = f"sqlite+aiosqlite:///{workdir / 'bench.db'}"
         shown_url = str(db_url)
@@ -1035,13 +1006,10 @@ async def run_backend(backend: str, args: argparse.Namespace, workdir: Path) -> 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """The command line."""
-    parser = argparse.ArgumentParser(
-        description=(
-            "E-gov end-to-end latency: signed POST /egov/v1/notices on an open-loop schedule "
-            "to a real `workbot serve`, until the notice's group post reaches a loopback "
-            "webhook receiver. Target p99 ≤ 50 ms at 50 notices/s. About 30 s per backend."
-        ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    parser = harness.bench_parser(
+        "E-gov end-to-end latency: signed POST /egov/v1/notices on an open-loop schedule "
+        "to a real `workbot serve`, until the notice's group post reaches a loopback "
+        "webhook receiver. Target p99 ≤ 50 ms at 50 notices/s. About 30 s per backend."
     )
     parser.add_argument("--rate", type=float, default=50.0, help="notices per second")
     parser.add_argument("--duration", type=float, default=20.0, help="measured seconds")
@@ -1106,10 +1074,10 @@ async def run(args: argparse.Namespace) -> int:
     with contextlib.suppress(OSError):
         os.sched_setaffinity(0, {args.load_cpu})
     backends = ([] if args.skip_sqlite else ["sqlite"]) + (["postgresql"] if args.pg else [])
-    info = machine_info()
-    print("e-gov latency benchmark — design.md §9: POST → first send, p99 ≤ 50 ms at 50/s")
-    for key, value in info.items():
-        print(f"  {key:<13} {value}")
+    info = harness.machine_info()
+    harness.print_header(
+        "e-gov latency benchmark — design.md §9: POST → first send, p99 ≤ 50 ms at 50/s", info
+    )
     print(
         f"  {args.rate:g} notices/s open loop, {args.warmup:g} s warm-up + {args.duration:g} s "
         f"measured; audience: all 8 people of examples/people.csv; deadline: "
@@ -1131,8 +1099,7 @@ async def run(args: argparse.Namespace) -> int:
         print(render(result), flush=True)
         results.append(result)
     if args.json:
-        payload = {"machine": info, "results": [dataclasses.asdict(r) for r in results]}
-        args.json.write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n")
+        harness.write_json(args.json, info, results, ensure_ascii=False)
     print()
     for r in results:
         print(

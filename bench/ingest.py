@@ -33,7 +33,6 @@ import re
 import resource
 import shutil
 import signal
-import socket
 import sqlite3
 import statistics
 import subprocess
@@ -52,7 +51,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from machine import machine_info  # noqa: E402
+import harness  # noqa: E402
+from harness import BenchError  # noqa: E402
 
 BIN = Path(sys.executable).parent
 PATH = "/local/v1/messages"
@@ -121,40 +121,14 @@ class WrkRun:
 
 
 @dataclass
-class Server:
+class Server(harness.LoopbackProcess):
     """A server process pinned to a core, with its log."""
 
     name: str
-    port: int
     proc: subprocess.Popen[bytes]
-    log: Path
-
-    def url(self, path: str) -> str:
-        """An absolute URL on this server."""
-        return f"http://127.0.0.1:{self.port}{path}"
-
-    def log_tail(self, lines: int = 30) -> str:
-        """The end of the server's output, for error messages."""
-        try:
-            text = self.log.read_text(errors="replace")
-        except OSError:
-            return ""
-        return "\n".join(text.splitlines()[-lines:])
-
-
-class BenchError(Exception):
-    """The benchmark could not run (a server did not start, a tool is missing, …)."""
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def free_port() -> int:
-    """A free TCP port on loopback."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def http(method: str, url: str, body: Any = None, timeout: float = 5.0) -> tuple[int, Any]:
@@ -187,7 +161,7 @@ def start_server(name: str, cmd: Sequence[str], *, cpu: int, port: int, workdir:
             stdout=out,
             stderr=subprocess.STDOUT,
         )
-    server = Server(name, port, proc, log)
+    server = Server(port, log, name, proc)
     deadline = time.monotonic() + START_BOUND_S
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -669,7 +643,7 @@ def measure(args: argparse.Namespace, workdir: Path) -> int:
     if not workbot_bin.exists():
         raise BenchError(f"{workbot_bin} not found: run with the project's venv python")
     db_file = workdir / "bench.db"
-    port = free_port()
+    port = harness.free_port()
     config = write_config(workdir, port, db_file)
     script = workdir / "post.lua"
     script.write_text(LUA)
@@ -695,7 +669,7 @@ def measure(args: argparse.Namespace, workdir: Path) -> int:
         if imported.returncode != 0:
             raise BenchError(f"people import failed:\n{imported.stdout}{imported.stderr}")
         print(f"people import: {imported.stdout.strip()}", flush=True)
-        bare_port = free_port()
+        bare_port = harness.free_port()
         bare = start_server(
             "bare",
             [sys.executable, str(ROOT / "bench" / "bare_server.py"), "--port", str(bare_port)],
@@ -739,7 +713,7 @@ def measure(args: argparse.Namespace, workdir: Path) -> int:
         print(profile[1])
     if args.json:
         payload = {
-            "machine": machine_info(),
+            "machine": harness.machine_info(),
             "settings": {
                 "duration_s": args.duration,
                 "rounds": args.rounds,
@@ -826,10 +800,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point."""
     args = parse_args(argv)
-    info = machine_info()
-    print("ingest benchmark — POST /local/v1/messages: workbot (durable) vs a bare aiohttp handler")
-    for key, value in info.items():
-        print(f"  {key:<13} {value}")
+    info = harness.machine_info()
+    harness.print_header(
+        "ingest benchmark — POST /local/v1/messages: workbot (durable) vs a bare aiohttp handler",
+        info,
+    )
     print(
         f"  servers on CPU {args.server_cpu}, wrk -t1 -c{args.connections} on CPU {args.load_cpu}; "
         f"{args.rounds} rounds of {args.duration:g} s each, alternating, after a "

@@ -20,7 +20,6 @@ import math
 import multiprocessing
 import os
 import random
-import re
 import shutil
 import sqlite3
 import sys
@@ -39,10 +38,9 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 import asyncpg  # type: ignore[import-untyped]  # noqa: E402
-from machine import machine_info  # noqa: E402
+import harness  # noqa: E402
 from sqlalchemy import and_, case, exists, func, or_, select, text  # noqa: E402
 from sqlalchemy.engine import URL, make_url  # noqa: E402
-from sqlalchemy.ext.asyncio import create_async_engine  # noqa: E402
 
 from bot.platforms.registry import directory_columns  # noqa: E402
 from storage import audit  # noqa: E402
@@ -71,7 +69,6 @@ DAY = 86_400.0
 HOUR = 3_600.0
 
 DEFAULT_PG_DSN = "postgresql+asyncpg://postgres@127.0.0.1:5432/workbot_bench"
-PG_NAME = re.compile(r"^workbot_bench[a-z0-9_]*$")
 QUERY_TARGET_MS = 10.0
 CREATE_TARGET_MS = 200.0
 MARKER_ACTION = "bench.bulk_load"
@@ -758,33 +755,6 @@ def _asyncpg_dsn(url: URL) -> str:
     return url.set(drivername="postgresql").render_as_string(hide_password=False)
 
 
-async def recreate_pg_database(url: URL) -> None:
-    """Drop and create the bench database (only ever one named workbot_bench*)."""
-    name = url.database or ""
-    if not PG_NAME.match(name):
-        raise SystemExit(f"refusing to use database {name!r}: the bench only uses workbot_bench*")
-    admin = create_async_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
-    try:
-        async with admin.connect() as conn:
-            await conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-            await conn.execute(text(f'CREATE DATABASE "{name}"'))
-    finally:
-        await admin.dispose()
-
-
-async def pg_database_exists(url: URL) -> bool:
-    """Whether the bench database exists already."""
-    admin = create_async_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
-    try:
-        async with admin.connect() as conn:
-            found = await conn.scalar(
-                text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": url.database}
-            )
-    finally:
-        await admin.dispose()
-    return found is not None
-
-
 def _expected_outstanding() -> Any:
     by_requires = [
         and_(Notice.requires == req, Assignment.state.in_([s.value for s in states]))
@@ -936,9 +906,7 @@ class Figure:
 
     def pct(self, q: float) -> float:
         """The q-quantile in ms (nearest rank)."""
-        ordered = sorted(self.samples)
-        rank = max(1, math.ceil(q * len(ordered)))
-        return ordered[rank - 1] * 1000
+        return harness.percentile(self.samples, q) * 1000
 
     @property
     def p50(self) -> float:
@@ -947,7 +915,7 @@ class Figure:
 
     @property
     def p99(self) -> float:
-        """99th percentile, ms."""
+        """99th harness.percentile, ms."""
         return self.pct(0.99)
 
     @property
@@ -1192,7 +1160,7 @@ async def dataset_present(url: URL, spec: Spec, sqlite_path: Path | None) -> boo
     """Whether a dataset of this shape, at the current schema, is already there."""
     if sqlite_path is not None and not await asyncio.to_thread(sqlite_path.exists):
         return False
-    if sqlite_path is None and not await pg_database_exists(url):
+    if sqlite_path is None and not await harness.pg_database_exists(url):
         return False
     db = Database(url)
     try:
@@ -1215,8 +1183,7 @@ async def run_backend(backend: str, args: argparse.Namespace, spec: Spec, workdi
         url: URL = make_url(f"sqlite+aiosqlite:///{sqlite_path}")
     else:
         url = make_url(args.pg_dsn)
-        if not PG_NAME.match(url.database or ""):
-            raise SystemExit(f"refusing {url.database!r}: the bench only uses workbot_bench*")
+        harness.bench_database_name(url)
     reuse = args.reuse and await dataset_present(url, spec, sqlite_path)
     if args.reuse and not reuse:
         print(f"[{backend}] no matching dataset to reuse (or an older schema): rebuilding")
@@ -1224,7 +1191,7 @@ async def run_backend(backend: str, args: argparse.Namespace, spec: Spec, workdi
         if sqlite_path is not None:
             remove_sqlite(sqlite_path)
         else:
-            await recreate_pg_database(url)
+            await harness.recreate_pg_database(url)
         print(f"[{backend}] building {spec.notices} notices x {spec.people} people ...")
     built = await build_elsewhere(
         url, spec, reuse=reuse, batch_notices=args.batch, sqlite_path=sqlite_path
@@ -1309,7 +1276,7 @@ async def run(args: argparse.Namespace, workdir: Path) -> int:
     spec = Spec(args.notices, args.people, args.directory, args.open, args.seed, time.time())
     started = time.perf_counter()
     runs = [await run_backend(backend, args, spec, workdir) for backend in backends]
-    info = machine_info()
+    info = harness.machine_info()
     for r in runs:
         info.update(r.info)
     figures = [f for r in runs for f in r.figures]

@@ -23,18 +23,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import dataclasses
 import datetime as dt
 import gc
-import json
-import logging
 import math
 import os
 import random
 import resource
-import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -46,17 +41,13 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from databases import ensure_pg_database  # noqa: E402
-from machine import machine_info  # noqa: E402
+import harness  # noqa: E402
 from sqlalchemy import func, insert, select, text  # noqa: E402
-from sqlalchemy.engine import URL, make_url  # noqa: E402
 from sqlalchemy.ext.asyncio import AsyncSession  # noqa: E402
 
-from bot.delivery.wake import PgWakeListener  # noqa: E402
 from bot.scheduler.runner import JobHandler, JobRun, Scheduler  # noqa: E402
 from storage import jobs  # noqa: E402
 from storage.db import Database  # noqa: E402
-from storage.migrate import upgrade  # noqa: E402
 from storage.models import Job  # noqa: E402
 from storage.types import JobState  # noqa: E402
 
@@ -69,11 +60,6 @@ SETTLE_S = 2.0
 DRAIN_S = 10.0
 SETUP_BOUND_S = 180.0  # per backend: load 100k rows, index, analyze (normally 5-20 s)
 KINDS = ("remind", "escalate", "digest")
-
-
-def utcnow() -> dt.datetime:
-    """The wall clock, as the app's scheduler uses it."""
-    return dt.datetime.now(dt.UTC)
 
 
 # --------------------------------------------------------------------------- data set
@@ -184,13 +170,6 @@ def proc_cpu_seconds(pids: Sequence[int]) -> float:
 # --------------------------------------------------------------------------- measuring
 
 
-def _pct(values: Sequence[float], q: float) -> float:
-    ordered = sorted(values)
-    if not ordered:
-        return math.nan
-    return ordered[max(0, min(len(ordered) - 1, math.ceil(q * len(ordered)) - 1))]
-
-
 @dataclass
 class Probe:
     """Everything the scheduler did during the run, as seen by the bench."""
@@ -204,7 +183,7 @@ class Probe:
 
     async def handler(self, session: AsyncSession, job: Job, now: dt.datetime) -> None:
         """The trivial job handler: note when the job actually ran."""
-        fired_at = utcnow()
+        fired_at = harness.utcnow()
         if "probe" in job.payload:
             self.fired[job.key] = (job.due_at, fired_at)
             if len(self.fired) >= self.expected:
@@ -296,7 +275,7 @@ async def add_probes(
         delay = start + add_at - loop.time()
         if delay > 0:
             await asyncio.sleep(delay)
-        now = utcnow()
+        now = harness.utcnow()
         due = now + dt.timedelta(seconds=start + due_in - loop.time())
         async with db.transaction() as session:
             await jobs.schedule(
@@ -331,7 +310,7 @@ async def measure(db: Database, backend: str, args: argparse.Namespace) -> Resul
     if leftover:
         async with db.engine.begin() as conn:
             await conn.execute(text("DELETE FROM job"))
-    rows = job_rows(args.jobs, utcnow(), args.seed)
+    rows = job_rows(args.jobs, harness.utcnow(), args.seed)
     load_s = await bulk_load(db, rows)
     del rows
     gc.collect()
@@ -346,19 +325,11 @@ async def measure(db: Database, backend: str, args: argparse.Namespace) -> Resul
     probe = Probe()
     handlers: dict[str, JobHandler] = {kind: probe.handler for kind in KINDS}
     scheduler = CountingScheduler(
-        db, handlers, worker=f"bench:{os.getpid()}", clock=utcnow, max_idle=max_idle
+        db, handlers, worker=f"bench:{os.getpid()}", clock=harness.utcnow, max_idle=max_idle
     )
     scheduler.probe = probe
 
-    def wake(topics: set[str]) -> None:  # as bot.app.workers_ctx wires it
-        if "jobs" in topics:
-            scheduler.wake()
-
-    db.wake_listeners.append(wake)
-    listener = PgWakeListener(db, wake)
-    await listener.start()
-    task = asyncio.create_task(scheduler.run(), name="bench-scheduler")
-    try:
+    async with harness.running(db, "jobs", scheduler, "bench-scheduler") as task:
         await asyncio.sleep(SETTLE_S)
         if task.done():
             task.result()
@@ -399,11 +370,6 @@ async def measure(db: Database, backend: str, args: argparse.Namespace) -> Resul
         lag_wall = loop.time() - start
         if task.done():
             task.result()
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-        await listener.stop()
-        db.wake_listeners.remove(wake)
 
     lags = [(fired - due).total_seconds() * 1000 for due, fired in probe.fired.values()]
     if len(lags) < len(plan):
@@ -428,8 +394,8 @@ async def measure(db: Database, backend: str, args: argparse.Namespace) -> Resul
         idle_db_cpu_s=db_cpu,
         lag_jobs=len(plan),
         lag_fired=len(lags),
-        lag_p50_ms=_pct(lags, 0.50),
-        lag_p99_ms=_pct(lags, 0.99),
+        lag_p50_ms=harness.percentile(lags, 0.50),
+        lag_p99_ms=harness.percentile(lags, 0.99),
         lag_max_ms=max(lags) if lags else math.nan,
         lag_passes=lag_passes,
         lag_cpu_s=lag_cpu,
@@ -440,12 +406,6 @@ async def measure(db: Database, backend: str, args: argparse.Namespace) -> Resul
 
 
 # --------------------------------------------------------------------------- reporting
-
-
-async def pg_version(db: Database) -> str:
-    """The PostgreSQL server version."""
-    async with db.engine.connect() as conn:
-        return str(await conn.scalar(text("SHOW server_version")))
 
 
 def render(results: Sequence[Result]) -> str:
@@ -488,24 +448,16 @@ def bound_seconds(args: argparse.Namespace, backends: Sequence[str]) -> float:
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """The command line."""
-    parser = argparse.ArgumentParser(
-        description=(
-            "Scheduler benchmark: idle CPU (target ≤ 1 % of a core) and firing lag "
-            "(target p99 ≤ 1 s) of a real Scheduler.run() with 100k scheduled jobs, on "
-            "SQLite and PostgreSQL. Expected runtime with the defaults: about 2 minutes "
-            "per backend (the bound is printed at start)."
-        ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    parser = harness.bench_parser(
+        "Scheduler benchmark: idle CPU (target ≤ 1 % of a core) and firing lag "
+        "(target p99 ≤ 1 s) of a real Scheduler.run() with 100k scheduled jobs, on "
+        "SQLite and PostgreSQL. Expected runtime with the defaults: about 2 minutes "
+        "per backend (the bound is printed at start)."
     )
     parser.add_argument(
         "--backend", choices=("sqlite", "postgresql", "both"), default="both", help="backends"
     )
-    parser.add_argument(
-        "--pg-url",
-        default=os.environ.get("WORKBOT_BENCH_SCHED_PG", DEFAULT_PG_URL),
-        help="PostgreSQL URL (database must be named workbot_bench*; created if missing); "
-        "env WORKBOT_BENCH_SCHED_PG",
-    )
+    harness.add_pg_url(parser, DEFAULT_PG_URL, "WORKBOT_BENCH_SCHED_PG")
     parser.add_argument("--jobs", type=int, default=100_000, help="scheduled jobs to load")
     parser.add_argument(
         "--idle-seconds", type=float, default=60.0, help="idle CPU window (at least 30)"
@@ -532,17 +484,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 async def run_backend(backend: str, args: argparse.Namespace, workdir: Path) -> Result:
     """Set up one backend's database and measure it."""
-    if backend == "sqlite":
-        url: str | URL = f"sqlite+aiosqlite:///{workdir / 'sched.db'}"
-    else:
-        url = make_url(args.pg_url)
-        await ensure_pg_database(url)
-    db = Database(url)
+    db = await harness.open_migrated(backend, workdir / "sched.db", args.pg_url)
     try:
-        await upgrade(db)
         result = await measure(db, backend, args)
         if backend == "postgresql":
-            result.notes.append(f"PostgreSQL {await pg_version(db)}")
+            result.notes.append(f"PostgreSQL {await harness.pg_version(db)}")
         return result
     finally:
         await db.dispose()
@@ -552,10 +498,10 @@ async def run(args: argparse.Namespace) -> int:
     """Run every selected backend and print the figures."""
     backends = ["sqlite", "postgresql"] if args.backend == "both" else [args.backend]
     bound = bound_seconds(args, backends)
-    info = machine_info()
-    print("scheduler benchmark — design.md §9: idle CPU ≤ 1 %, firing lag p99 ≤ 1 s")
-    for key, value in info.items():
-        print(f"  {key:<13} {value}")
+    info = harness.machine_info()
+    harness.print_header(
+        "scheduler benchmark — design.md §9: idle CPU ≤ 1 %, firing lag p99 ≤ 1 s", info
+    )
     print(
         f"  {args.jobs:,} jobs; idle window {args.idle_seconds:g} s; {args.lag_jobs} probes "
         f"over {args.lag_window:g} s; runtime bound {bound:.0f} s",
@@ -563,29 +509,17 @@ async def run(args: argparse.Namespace) -> int:
     )
     results: list[Result] = []
     started = time.monotonic()
-    workdir = Path(tempfile.mkdtemp(prefix="workbot-bench-sched-"))
-    try:
+    with harness.scratch_dir("workbot-bench-sched-") as workdir:
         async with asyncio.timeout(bound):
             for backend in backends:
                 results.append(await run_backend(backend, args, workdir))
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
-    print()
-    print(render(results))
-    print(f"\nruntime {time.monotonic() - started:.0f} s")
-    if args.json:
-        payload = {"machine": info, "results": [dataclasses.asdict(r) for r in results]}
-        args.json.write_text(json.dumps(payload, indent=2, default=str) + "\n")
     ok = all(r.idle_ok and r.lag_ok for r in results)
-    print("ALL PASS" if ok else "SOME MISS")
-    return 0 if ok else 1
+    return harness.conclude(render(results), started, ok, args.json, info, results, default=str)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point."""
-    args = parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    return asyncio.run(run(args))
+    return harness.run_async(run, parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -26,14 +26,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
-import datetime as dt
-import json
-import logging
 import os
-import shutil
 import statistics
 import sys
-import tempfile
 import time
 from collections import defaultdict
 from collections.abc import Sequence
@@ -44,17 +39,13 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from databases import ensure_pg_database  # noqa: E402
-from machine import machine_info  # noqa: E402
+import harness  # noqa: E402
 from sqlalchemy import func, select, text  # noqa: E402
-from sqlalchemy.engine import URL, make_url  # noqa: E402
 
 from bot.delivery.sender import OutboxSender, Outcome, RetryPolicy  # noqa: E402
-from bot.delivery.wake import PgWakeListener  # noqa: E402
 from bot.platforms.webhook import WebhookConfig, WebhookPlatform  # noqa: E402
 from storage import outbox  # noqa: E402
 from storage.db import Database  # noqa: E402
-from storage.migrate import upgrade  # noqa: E402
 from storage.models import OutboxMessage  # noqa: E402
 from storage.types import OutboxState  # noqa: E402
 from tests.fakes.webhook_server import FakeWebhook  # noqa: E402
@@ -64,11 +55,6 @@ TOKEN = "bench-token"  # the fake's bearer token
 USE_TARGET_PCT = 95.0
 FIRST_SEND_BOUND_S = 30.0
 SETUP_BOUND_S = 60.0
-
-
-def utcnow() -> dt.datetime:
-    """The wall clock, as the app's sender uses it."""
-    return dt.datetime.now(dt.UTC)
 
 
 @dataclass(frozen=True)
@@ -139,13 +125,7 @@ async def open_database(
     backend: str, args: argparse.Namespace, workdir: Path, tag: str
 ) -> Database:
     """A migrated, empty database for one variant."""
-    if backend == "sqlite":
-        url: str | URL = f"sqlite+aiosqlite:///{workdir / f'sender-{tag}.db'}"
-    else:
-        url = make_url(args.pg_url)
-        await ensure_pg_database(url)
-    db = Database(url)
-    await upgrade(db)
+    db = await harness.open_migrated(backend, workdir / f"sender-{tag}.db", args.pg_url)
     if not db.is_sqlite:
         async with db.engine.begin() as conn:
             await conn.execute(text("DELETE FROM outbox_message"))
@@ -175,7 +155,7 @@ def targets(n_people: int) -> list[outbox.Target]:
 async def enqueue_backlog(db: Database, variant: Variant, run_tag: str) -> None:
     """Write the backlog in one transaction, as a burst of reminders would be."""
     spread = targets(40)
-    now = utcnow()
+    now = harness.utcnow()
     async with db.transaction() as session:
         for i in range(variant.messages):
             await outbox.enqueue(
@@ -211,32 +191,20 @@ async def run_variant(
                 db,
                 {"webhook": platform_},
                 worker=f"bench:{os.getpid()}",
-                clock=utcnow,
+                clock=harness.utcnow,
                 policy=policy,
                 max_idle=60.0 if db.is_sqlite else 600.0,
             )
-
-            def wake(topics: set[str]) -> None:  # as bot.app.workers_ctx wires it
-                if "outbox" in topics:
-                    sender.wake()
-
-            db.wake_listeners.append(wake)
-            listener = PgWakeListener(db, wake)
-            await listener.start()
-            task = asyncio.create_task(sender.run(), name="bench-sender")
             try:
-                await enqueue_backlog(db, variant, run_tag)
-                await fake.wait_until(lambda: bool(fake.sends), within=FIRST_SEND_BOUND_S)
-                first = fake.sends[0].at
-                end = first + variant.seconds
-                await asyncio.sleep(max(0.0, end - time.monotonic()) + 0.05)
-                if task.done():
-                    task.result()
+                async with harness.running(db, "outbox", sender, "bench-sender") as task:
+                    await enqueue_backlog(db, variant, run_tag)
+                    await fake.wait_until(lambda: bool(fake.sends), within=FIRST_SEND_BOUND_S)
+                    first = fake.sends[0].at
+                    end = first + variant.seconds
+                    await asyncio.sleep(max(0.0, end - time.monotonic()) + 0.05)
+                    if task.done():
+                        task.result()
             finally:
-                task.cancel()
-                await asyncio.gather(task, return_exceptions=True)
-                await listener.stop()
-                db.wake_listeners.remove(wake)
                 await platform_.close()
             arrivals = [r.at for r in fake.sends]
             in_window = sum(1 for at in arrivals if at < end)
@@ -321,14 +289,11 @@ def render(results: Sequence[Result]) -> str:
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """The command line."""
-    parser = argparse.ArgumentParser(
-        description=(
-            "OutboxSender benchmark: a real OutboxSender.run() vs a loopback webhook fake that "
-            "enforces a sliding-window limit; reports the share of the allowance used "
-            "(target ≥ 95 %) and 429 rejections (target 0). Expected runtime with the "
-            "defaults: about 3.5 minutes (the bound is printed at start)."
-        ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    parser = harness.bench_parser(
+        "Sender benchmark: a real OutboxSender.run() against a loopback webhook fake that "
+        "enforces a sliding-window limit; reports the share of the allowance used "
+        "(target ≥ 95 %) and 429 rejections (target 0). Expected runtime with the "
+        "defaults: about 3.5 minutes (the bound is printed at start)."
     )
     parser.add_argument(
         "--variant", choices=("minute", "second", "both"), default="both", help="which limits"
@@ -336,12 +301,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--backend", choices=("sqlite", "postgresql"), default="sqlite", help="database"
     )
-    parser.add_argument(
-        "--pg-url",
-        default=os.environ.get("WORKBOT_BENCH_SENDER_PG", DEFAULT_PG_URL),
-        help="PostgreSQL URL (database must be named workbot_bench*; created if missing); "
-        "env WORKBOT_BENCH_SENDER_PG",
-    )
+    harness.add_pg_url(parser, DEFAULT_PG_URL, "WORKBOT_BENCH_SENDER_PG")
     parser.add_argument(
         "--minute-seconds", type=float, default=180.0, help="window of the 20/min variant"
     )
@@ -387,10 +347,10 @@ async def run(args: argparse.Namespace) -> int:
     """Run every selected variant and print the figures."""
     chosen = variants(args)
     bound = sum(v.seconds + SETUP_BOUND_S + FIRST_SEND_BOUND_S for v in chosen)
-    info = machine_info()
-    print("sender benchmark — design.md §9: ≥ 95 % of the allowance, 0 rate-limit rejections")
-    for key, value in info.items():
-        print(f"  {key:<13} {value}")
+    info = harness.machine_info()
+    harness.print_header(
+        "sender benchmark — design.md §9: ≥ 95 % of the allowance, 0 rate-limit rejections", info
+    )
     print(
         "  "
         + "; ".join(f"{v.name}: {v.messages} queued, {v.seconds:g} s window" for v in chosen)
@@ -399,8 +359,7 @@ async def run(args: argparse.Namespace) -> int:
     )
     started = time.monotonic()
     results: list[Result] = []
-    workdir = Path(tempfile.mkdtemp(prefix="workbot-bench-sender-"))
-    try:
+    with harness.scratch_dir("workbot-bench-sender-") as workdir:
         async with asyncio.timeout(bound):
             for variant in chosen:
                 result = await run_variant(variant, args.backend, args, workdir)
@@ -411,24 +370,13 @@ async def run(args: argparse.Namespace) -> int:
                     flush=True,
                 )
                 results.append(result)
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
-    print()
-    print(render(results))
-    print(f"\nruntime {time.monotonic() - started:.0f} s")
-    if args.json:
-        payload = {"machine": info, "results": [dataclasses.asdict(r) for r in results]}
-        args.json.write_text(json.dumps(payload, indent=2) + "\n")
     ok = all(r.ok for r in results)
-    print("ALL PASS" if ok else "SOME MISS")
-    return 0 if ok else 1
+    return harness.conclude(render(results), started, ok, args.json, info, results)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point."""
-    args = parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    return asyncio.run(run(args))
+    return harness.run_async(run, parse_args(argv))
 
 
 if __name__ == "__main__":

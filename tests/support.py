@@ -58,6 +58,17 @@ async def make_notice(
         return notice.id
 
 
+async def assignment(db: Database, notice_id: int, person_id: str) -> Assignment:
+    """The stored assignment of one person under one notice."""
+    async with db.read() as s:
+        found = await s.scalars(
+            select(Assignment).where(
+                Assignment.notice_id == notice_id, Assignment.person_id == person_id
+            )
+        )
+        return found.one()
+
+
 async def actor_of(db: Database, person_id: str) -> Actor:
     """The actor for a directory person, as the handlers would build it."""
     async with db.read() as s:

@@ -33,7 +33,7 @@ from storage.models import (
 )
 from storage.types import AssignmentState, Channel, NoticeState, OutboxState, ReplyKind
 
-from support import actor_of, seed_people, snapshot
+from support import actor_of, assignment, seed_people, snapshot
 
 NOTICE_TEXT = """通知 关于报送作业管理自查情况的通知
 请各科室于12月10日前报送自查报告。
@@ -142,18 +142,6 @@ async def post_notice(room: Room, text: str = NOTICE_TEXT) -> int:
         newest = await s.scalar(select(func.max(Notice.id)))
     assert newest is not None
     return int(newest)
-
-
-async def assignment(db: Database, notice_id: int, person: str) -> Assignment:
-    async with db.read() as s:
-        found = (
-            await s.execute(
-                select(Assignment).where(
-                    Assignment.notice_id == notice_id, Assignment.person_id == person
-                )
-            )
-        ).scalar_one()
-        return found
 
 
 async def test_office_notice_then_acks_by_reply_button_and_link_add_no_group_noise(

@@ -58,7 +58,7 @@ from storage.types import (
     is_outstanding,
 )
 from tests.conftest import T0
-from tests.support import CLI, actor_of, make_notice, seed_people, snapshot
+from tests.support import CLI, actor_of, assignment, make_notice, seed_people, snapshot
 
 S = AssignmentState
 ALL_STATES = list(S)
@@ -253,15 +253,7 @@ def _columns(obj: Any) -> dict[str, Any]:
 
 async def stored(db: Database, notice_id: int, person_id: str = ASSIGNEE) -> dict[str, Any]:
     """The stored assignment row, as a dict of its columns."""
-    async with db.read() as s:
-        a = (
-            await s.scalars(
-                select(Assignment).where(
-                    Assignment.notice_id == notice_id, Assignment.person_id == person_id
-                )
-            )
-        ).one()
-        return _columns(a)
+    return _columns(await assignment(db, notice_id, person_id))
 
 
 async def replies(db: Database, notice_id: int, person_id: str = ASSIGNEE) -> list[Reply]:

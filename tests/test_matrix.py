@@ -30,8 +30,10 @@ from bot.platforms.registry import directory_columns
 from storage.db import Database
 from storage.directory import parse_people_csv, upsert_people
 from storage.domain import Actor, Audience, NoticeDraft
-from storage.models import Assignment, InboundRecord
+from storage.models import InboundRecord
 from storage.types import AssignmentState, Channel
+
+from support import assignment
 
 pytestmark = pytest.mark.matrix
 
@@ -155,15 +157,8 @@ async def publish(client: TestClient[Any, Any]) -> int:
 
 
 async def state_of(db: Database, notice_id: int, person: str) -> tuple[AssignmentState, Any]:
-    async with db.read() as s:
-        a = (
-            await s.scalars(
-                select(Assignment).where(
-                    Assignment.notice_id == notice_id, Assignment.person_id == person
-                )
-            )
-        ).one()
-        return a.state, a.ack_channel
+    a = await assignment(db, notice_id, person)
+    return a.state, a.ack_channel
 
 
 async def test_a_notice_appears_and_acks_by_reply_and_reaction_edit_its_tally(

@@ -25,7 +25,7 @@ from storage.models import Assignment, InboundRecord, OutboxMessage
 from storage.types import AssignmentState, Channel, OutboxState
 from tests.fakes.wecom_server import FakeWecom
 
-from support import seed_people, snapshot
+from support import assignment, seed_people, snapshot
 
 # Tencent's official callback sample (shared/platforms.md, vector 1).
 CORP_ID = "ww1436e0e65a779aee"
@@ -121,18 +121,6 @@ async def publish(w: Wecom, people: tuple[str, ...]) -> int:
             s, app[BOT], draft, actor=Actor.system("cli"), now=dt.datetime.now(dt.UTC)
         )
         return notice.id
-
-
-async def assignment(db: Database, notice_id: int, person: str) -> Assignment:
-    async with db.read() as s:
-        row = (
-            await s.scalars(
-                select(Assignment).where(
-                    Assignment.notice_id == notice_id, Assignment.person_id == person
-                )
-            )
-        ).one()
-        return row
 
 
 async def test_url_verification_answers_the_decrypted_echostr(wecom: Wecom) -> None:

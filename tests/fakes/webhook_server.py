@@ -20,15 +20,14 @@ import asyncio
 import hmac
 import json
 import math
-import time
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from types import TracebackType
 from typing import Any, Literal
 
 from aiohttp import web
-from aiohttp.typedefs import Handler
+
+from .loopback import LoopbackServer, RawRequest, SlidingWindows
 
 Kind = Literal["send", "edit"]
 FIELDS = frozenset({"target_kind", "target", "text", "card", "mentions", "reply_to"})
@@ -52,18 +51,6 @@ class Received:
     def text(self) -> str:
         """The message text."""
         return str(self.body["text"])
-
-
-@dataclass(frozen=True)
-class RawRequest:
-    """One HTTP request as it arrived, with the status it was answered."""
-
-    method: str
-    path: str
-    headers: dict[str, str]
-    body: bytes
-    status: int
-    at: float
 
 
 @dataclass
@@ -128,14 +115,14 @@ def shape_problem(body: object) -> str | None:
     return _card_problem(body["card"])
 
 
-class FakeWebhook:
+class FakeWebhook(LoopbackServer):
     """The webhook API on 127.0.0.1, with switchable failures and a sliding-window limit."""
 
     def __init__(self, *, token: str, delay: float = 0.0) -> None:
+        super().__init__()
         self.token = token
         self.delay = delay
         self.received: list[Received] = []
-        self.requests: list[RawRequest] = []
         self.requests_by_status: Counter[int] = Counter()
         self.duplicates_by_key: Counter[str] = Counter()
         self.rejections = 0
@@ -147,42 +134,15 @@ class FakeWebhook:
         self._lose_status = 504
         self._outage: _Outage | None = None
         self._permanent: dict[str, tuple[int, str]] = {}
-        self._limit: tuple[int, float] | None = None
-        self._windows: dict[str, deque[float]] = {}
+        self._limit: SlidingWindows | None = None
         self._next_id = 1
         self._changed = asyncio.Event()
-        self._runner: web.AppRunner | None = None
-        self._port = 0
 
-    # -- lifecycle ---------------------------------------------------------------------
+    # -- serving -----------------------------------------------------------------------
 
-    async def __aenter__(self) -> FakeWebhook:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
-
-    async def start(self) -> None:
-        """Listen on an ephemeral loopback port."""
-        app = web.Application(middlewares=[self._log])
-        app.router.add_post("/hooks/{hook}/messages", self._send)
-        app.router.add_put("/hooks/{hook}/messages/{message_id}", self._edit)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", 0).start()
-        self._port = int(self._runner.addresses[0][1])
-
-    async def close(self) -> None:
-        """Stop serving."""
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+    def _routes(self, router: web.UrlDispatcher) -> None:
+        router.add_post("/hooks/{hook}/messages", self._send)
+        router.add_put("/hooks/{hook}/messages/{message_id}", self._edit)
 
     @property
     def url(self) -> str:
@@ -191,7 +151,7 @@ class FakeWebhook:
 
     def hook_url(self, hook: str) -> str:
         """The base URL of a named hook; each hook has its own keys and rate window."""
-        return f"http://127.0.0.1:{self._port}/hooks/{hook}"
+        return f"{self.base_url}/hooks/{hook}"
 
     # -- behaviours --------------------------------------------------------------------
 
@@ -237,8 +197,7 @@ class FakeWebhook:
 
     def rate_limit(self, count: int, per_seconds: float) -> None:
         """Allow at most `count` requests in any `per_seconds` window, per hook URL."""
-        self._limit = (count, per_seconds)
-        self._windows.clear()
+        self._limit = SlidingWindows(count, per_seconds)
 
     def permanent(self, *targets: str, status: int = 400, message: str = "unknown target") -> None:
         """Answer every request to these targets with `status`."""
@@ -275,25 +234,10 @@ class FakeWebhook:
 
     # -- the API -----------------------------------------------------------------------
 
-    @web.middleware
-    async def _log(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        body = await request.read()
-        headers = dict(request.headers)
-        arrived = time.monotonic()
-        status = 500
-        try:
-            response: web.StreamResponse = await handler(request)
-            status = response.status
-        except web.HTTPException as exc:
-            status = exc.status
-            raise
-        finally:
-            self.requests.append(
-                RawRequest(request.method, request.path, headers, body, status, arrived)
-            )
-            self.requests_by_status[status] += 1
-            self._changed.set()
-        return response
+    def _answered(self, raw: RawRequest, response: web.StreamResponse | None) -> RawRequest:
+        self.requests_by_status[raw.status] += 1
+        self._changed.set()
+        return raw
 
     async def _check(self, request: web.Request) -> tuple[dict[str, Any], str] | web.Response:
         """Authenticate and validate a request: (body, key), or the error to answer."""
@@ -321,22 +265,16 @@ class FakeWebhook:
     def _misbehave(self, hook: str, target: str) -> web.Response | None:
         """The answer a switched-on behaviour forces on this request, if any."""
         if self._limit is not None:
-            count, per = self._limit
-            now = time.monotonic()
-            window = self._windows.setdefault(hook, deque())
-            while window and window[0] <= now - per:
-                window.popleft()
-            if len(window) >= count:
+            wait = self._limit.admit(hook, self.clock())
+            if wait is not None:
                 self.rejections += 1
-                wait = window[0] + per - now
                 return _error(
                     429,
                     "rate_limited",
-                    f"at most {count} requests per {per} s",
+                    f"at most {self._limit.count} requests per {self._limit.per_seconds} s",
                     headers={"Retry-After": str(max(1, math.ceil(wait)))},
                     retry_after_ms=max(1, math.ceil(wait * 1000)),
                 )
-            window.append(now)
         if self._outage is not None:
             outage = self._outage
             if outage.until_count is None or len(self.requests) < outage.until_count:
@@ -375,7 +313,7 @@ class FakeWebhook:
                 body["target"],
                 key,
                 body,
-                time.monotonic(),
+                self.clock(),
             )
         )
         if self._lose:
@@ -390,7 +328,8 @@ class FakeWebhook:
         self.duplicates_by_key[key] += 1
         return web.json_response({"message_id": first}, status=200)
 
-    async def _send(self, request: web.Request) -> web.Response:
+    async def _admit(self, request: web.Request) -> tuple[str, dict[str, Any], str] | web.Response:
+        """A send or edit that is new and valid: (hook, body, key), or the answer it gets."""
         hook = request.match_info["hook"]
         checked = await self._check(request)
         if isinstance(checked, web.Response):
@@ -402,24 +341,24 @@ class FakeWebhook:
         duplicate = self._duplicate(hook, key)
         if duplicate is not None:
             return duplicate
+        return hook, body, key
+
+    async def _send(self, request: web.Request) -> web.Response:
+        admitted = await self._admit(request)
+        if isinstance(admitted, web.Response):
+            return admitted
+        hook, body, key = admitted
         message_id = f"wh-{self._next_id}"
         self._next_id += 1
         self._owner[message_id] = hook
         return self._accept("send", hook, message_id, key, body)
 
     async def _edit(self, request: web.Request) -> web.Response:
-        hook = request.match_info["hook"]
         message_id = request.match_info["message_id"]
-        checked = await self._check(request)
-        if isinstance(checked, web.Response):
-            return checked
-        body, key = checked
-        forced = self._misbehave(hook, body["target"])
-        if forced is not None:
-            return forced
-        duplicate = self._duplicate(hook, key)
-        if duplicate is not None:
-            return duplicate
+        admitted = await self._admit(request)
+        if isinstance(admitted, web.Response):
+            return admitted
+        hook, body, key = admitted
         if self._owner.get(message_id) != hook:
             return _error(404, "unknown_message", f"no message {message_id!r}")
         return self._accept("edit", hook, message_id, key, body)

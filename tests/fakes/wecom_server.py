@@ -23,19 +23,21 @@ name are constants below (``RESPONSE_CODE_REFUSED``), so a test can refer to the
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import secrets
 import time
-from collections import Counter, deque
-from collections.abc import Callable, Iterable, Mapping
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from types import TracebackType
 from typing import Any, Literal
 from xml.sax.saxutils import escape
 
 from aiohttp import web
-from aiohttp.typedefs import Handler
+from aiohttp.typedefs import Handler, Middleware
+
+from .loopback import LoopbackServer, RawRequest, SlidingWindows
 
 # -- error codes (WeCom's global list, https://developer.work.weixin.qq.com/document/path/90313) --
 OK = 0
@@ -202,19 +204,6 @@ class CardUpdate:
     at: float
 
 
-@dataclass(frozen=True)
-class RawRequest:
-    """One HTTP request as it arrived, with how it was answered."""
-
-    method: str
-    path: str
-    query: dict[str, str]
-    body: bytes
-    status: int
-    errcode: int | None
-    at: float
-
-
 @dataclass
 class _Token:
     expires_at: float
@@ -353,7 +342,7 @@ def _button_keys(card: Mapping[str, Any]) -> list[str]:
     return keys
 
 
-class FakeWecom:
+class FakeWecom(LoopbackServer):
     """The WeCom server API on 127.0.0.1: tokens, app messages, card updates and the robot."""
 
     def __init__(
@@ -366,63 +355,41 @@ class FakeWecom:
         users: Iterable[str] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        super().__init__(clock=clock)
         self.corp_id = corp_id
         self.corp_secret = corp_secret
         self.agent_id = agent_id
         self.robot_keys: set[str] = {robot_key}
         self.users: set[str] | None = None if users is None else set(users)
-        self.clock: Callable[[], float] = clock
         self.token_requests = 0
         self.sent: list[Sent] = []
         self.robot_sent: list[Sent] = []
         self.card_updates: list[CardUpdate] = []
-        self.requests: list[RawRequest] = []
         self.errcodes: Counter[int] = Counter()
         self._tokens: dict[str, _Token] = {}
         self._cards: dict[str, _Card] = {}
         self._codes: dict[str, _Code] = {}
-        self._windows: dict[str, deque[float]] = {}
+        self._robot_windows = SlidingWindows(ROBOT_PER_WINDOW, ROBOT_WINDOW)
         self._scripted: list[_Scripted] = []
         self._issued: set[str] = set()
-        self._runner: web.AppRunner | None = None
-        self._port = 0
 
-    # -- lifecycle ---------------------------------------------------------------------------
+    # -- serving -----------------------------------------------------------------------------
 
-    async def __aenter__(self) -> FakeWecom:
-        await self.start()
-        return self
+    def _routes(self, router: web.UrlDispatcher) -> None:
+        router.add_get("/cgi-bin/gettoken", self._gettoken)
+        router.add_post("/cgi-bin/message/send", self._with_token(self._accept_app))
+        router.add_post(
+            "/cgi-bin/message/update_template_card", self._with_token(self._accept_update)
+        )
+        router.add_post("/cgi-bin/webhook/send", self._webhook_send)
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
-
-    async def start(self) -> None:
-        """Listen on an ephemeral loopback port."""
-        app = web.Application(middlewares=[self._log, self._misbehave])
-        app.router.add_get("/cgi-bin/gettoken", self._gettoken)
-        app.router.add_post("/cgi-bin/message/send", self._message_send)
-        app.router.add_post("/cgi-bin/message/update_template_card", self._update_card)
-        app.router.add_post("/cgi-bin/webhook/send", self._webhook_send)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", 0).start()
-        self._port = int(self._runner.addresses[0][1])
-
-    async def close(self) -> None:
-        """Stop serving."""
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+    def _middlewares(self) -> list[Middleware]:
+        return [self._misbehave]
 
     @property
     def api_base(self) -> str:
         """Where the API is served, like https://qyapi.weixin.qq.com (no trailing slash)."""
-        return f"http://127.0.0.1:{self._port}"
+        return self.base_url
 
     @property
     def webhook_url(self) -> str:
@@ -542,35 +509,13 @@ class FakeWecom:
         self._codes[code] = _Code(task_id, userid, self.clock())
         return code
 
-    @web.middleware
-    async def _log(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        body = await request.read()
-        arrived = self.clock()
-        status = 500
-        errcode: int | None = None
-        try:
-            response = await handler(request)
-            status = response.status
-            if isinstance(response, web.Response) and response.content_type == "application/json":
-                assert response.text is not None
-                errcode = int(json.loads(response.text).get("errcode", 0))
-                self.errcodes[errcode] += 1
-        except web.HTTPException as exc:
-            status = exc.status
-            raise
-        finally:
-            self.requests.append(
-                RawRequest(
-                    request.method,
-                    request.path,
-                    dict(request.query),
-                    body,
-                    status,
-                    errcode,
-                    arrived,
-                )
-            )
-        return response
+    def _answered(self, raw: RawRequest, response: web.StreamResponse | None) -> RawRequest:
+        if not isinstance(response, web.Response) or response.content_type != "application/json":
+            return raw
+        assert response.text is not None
+        errcode = int(json.loads(response.text).get("errcode", 0))
+        self.errcodes[errcode] += 1
+        return dataclasses.replace(raw, errcode=errcode)
 
     @web.middleware
     async def _misbehave(self, request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -595,6 +540,21 @@ class FakeWecom:
         if not isinstance(body, dict):
             raise _Refusal(INVALID_PARAMETER, "Warning: wrong json format.")
         return body
+
+    def _with_token(
+        self, accept: Callable[[dict[str, Any]], web.Response]
+    ) -> Callable[[web.Request], Awaitable[web.Response]]:
+        """A handler for a call made with an access token and a JSON body: `accept` answers
+        the body once the token holds, and a refusal is answered as WeCom does."""
+
+        async def handler(request: web.Request) -> web.Response:
+            try:
+                self._check_token(request)
+                return accept(await self._json_body(request))
+            except _Refusal as refusal:
+                return _answer(refusal.errcode, refusal.detail)
+
+        return handler
 
     def _check_token(self, request: web.Request) -> None:
         token = request.query.get("access_token", "")
@@ -638,14 +598,6 @@ class FakeWecom:
         return _answer(OK, access_token=token, expires_in=TOKEN_LIFETIME)
 
     # -- message/send --------------------------------------------------------------------------
-
-    async def _message_send(self, request: web.Request) -> web.Response:
-        try:
-            self._check_token(request)
-            body = await self._json_body(request)
-            return self._accept_app(body)
-        except _Refusal as refusal:
-            return _answer(refusal.errcode, refusal.detail)
 
     def _recipients(self, body: Mapping[str, Any]) -> tuple[list[str], list[str]]:
         """The users addressed by touser, and those of them WeCom does not know."""
@@ -742,14 +694,6 @@ class FakeWecom:
 
     # -- message/update_template_card ------------------------------------------------------------
 
-    async def _update_card(self, request: web.Request) -> web.Response:
-        try:
-            self._check_token(request)
-            body = await self._json_body(request)
-            return self._accept_update(body)
-        except _Refusal as refusal:
-            return _answer(refusal.errcode, refusal.detail)
-
     def _accept_update(self, body: dict[str, Any]) -> web.Response:
         self._check_agent(body)
         code = body.get("response_code")
@@ -826,12 +770,8 @@ class FakeWecom:
             body = await self._json_body(request)
             self._check_robot(body)
             now = self.clock()
-            window = self._windows.setdefault(key, deque())
-            while window and window[0] <= now - ROBOT_WINDOW:
-                window.popleft()
-            if len(window) >= ROBOT_PER_WINDOW:
+            if self._robot_windows.admit(key, now) is not None:
                 raise _Refusal(RATE_LIMITED)
-            window.append(now)
         except _Refusal as refusal:
             return _answer(refusal.errcode, refusal.detail)
         self.robot_sent.append(Sent("robot", str(body["msgtype"]), body, now, key=key))
