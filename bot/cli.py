@@ -205,7 +205,7 @@ def cmd_check_config(ctx: Context, args: argparse.Namespace) -> int:
     try:
         build_platforms(ctx.config, ctx.config.platforms, ctx.environ)
     except PlatformUnavailable as exc:
-        print(f"{ctx.loaded.source}: group.platform: {exc}", file=ctx.err)
+        print(f"{ctx.loaded.source}: {exc}", file=ctx.err)
         return EXIT_USAGE
     ctx.print(ctx.t("cli.config_ok", source=ctx.loaded.source))
     return EXIT_OK

@@ -5,9 +5,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Self
 
-from pydantic import ConfigDict, Field, ValidationError, create_model, field_validator
+from pydantic import (
+    ConfigDict,
+    Field,
+    ValidationError,
+    create_model,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import InitErrorDetails
 
 from bot.core.config_sections import (
@@ -39,7 +46,7 @@ from bot.core.config_sections import (  # re-exported: bot.config is the configu
     BotConfig as BotConfig,
 )
 from bot.core.configtypes import ConfigSection, Duration
-from bot.platforms.registry import PLATFORMS
+from bot.platforms.registry import BY_NAME, PLATFORMS
 
 # bot.config is the configuration's public face: the core's sections are re-exported.
 __all__ = [
@@ -71,6 +78,12 @@ __all__ = [
     "resolve_config_path",
     "validate_config",
 ]
+
+
+def _error(title: str, loc: tuple[str, ...], value: str, reason: str) -> ValidationError:
+    """One located problem, reported like any other (file: key.path: reason)."""
+    details = InitErrorDetails(type="value_error", loc=loc, input=value, ctx={"error": reason})
+    return ValidationError.from_exception_data(title, [details])
 
 
 def _platforms_model() -> type[ConfigSection]:
@@ -111,17 +124,15 @@ class _Config(CoreConfig):
             f"unknown platform {group.platform!r} "
             f"(this version has: {', '.join(cls.platform_names())})"
         )
-        raise ValidationError.from_exception_data(
-            "GroupConfig",
-            [
-                InitErrorDetails(
-                    type="value_error",
-                    loc=("platform",),
-                    input=group.platform,
-                    ctx={"error": reason},
-                )
-            ],
-        )
+        raise _error("GroupConfig", ("platform",), group.platform, reason)
+
+    @model_validator(mode="after")
+    def _bound_platform_configured(self) -> Self:
+        spec = BY_NAME[self.group.platform]
+        if spec.settings_of(self.platforms) is not None:
+            return self
+        reason = f"{spec.name!r} needs a [platforms.{spec.name}] table"
+        raise _error("Config", ("group", "platform"), self.group.platform, reason)
 
     @classmethod
     def platform_names(cls) -> tuple[str, ...]:

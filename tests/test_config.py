@@ -298,6 +298,11 @@ BROKEN = {
         NO_ENV,
         [f"group.platform: unknown platform 'dingtalk' (this version has: {HAS})"],
     ),
+    "a bound platform without its table": (
+        '[group]\nplatform = "wecom"\n',
+        NO_ENV,
+        ["group.platform: 'wecom' needs a [platforms.wecom] table"],
+    ),
     "unknown section": ("[servre]\nport = 1\n", NO_ENV, ["servre: unknown section"]),
     "unsupported database scheme": (
         '[database]\nurl = "mysql://db.example.org/workbot"\n',
@@ -550,7 +555,7 @@ def test_realistic_file_is_parsed(tmp_path: Path) -> None:
         auto_migrate = false
 
         [group]
-        platform = "wecom"
+        platform = "webhook"
         chat_id = "wrOgAAAA"
 
         [schedule]
@@ -564,19 +569,22 @@ def test_realistic_file_is_parsed(tmp_path: Path) -> None:
         [platforms.local]
         enabled = true
 
+        [platforms.webhook]
+        url = "https://chat.example.org/hooks/workbot"
+
         [logging]
         level = "DEBUG"
         json = true
         """,
     )
 
-    config = load_config(path, NO_ENV).config
+    config = load_config(path, {"WORKBOT_WEBHOOK_TOKEN": "t0ken"}).config
 
     assert config.bot.tz == ZoneInfo("Europe/Berlin")
     assert config.bot.public_url == "https://bot.example.org/workbot"
     assert config.server.shutdown_timeout == timedelta(seconds=30)
     assert config.database.auto_migrate is False
-    assert config.group.platform == "wecom"
+    assert config.group.platform == "webhook"
     assert config.schedule.working_hours == "09:00-18:00"
     assert config.schedule.digest_at == "08:45"
     assert config.schedule.remind_before == (

@@ -12,6 +12,7 @@ from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
 from aiohttp import web
 
 from bot.core.configtypes import ConfigSection
+from bot.core.room import RoomBackend
 
 
 class TargetKind(StrEnum):
@@ -277,7 +278,7 @@ class Host:
 
     intake: Intake
     state: StateStore
-    room: Any = None
+    room: RoomBackend | None = None
 
 
 @runtime_checkable

@@ -139,6 +139,8 @@ class DirectoryDoc(BaseModel):
 class RoomBackend(Protocol):
     """What the room's API and the platform need from the core (storage and processing)."""
 
+    hub: RoomHub  # the live event streams of this process
+
     async def post(self, body: PostMessage) -> tuple[int, bool]:
         """Store a person's post durably; its id, and whether it repeated a client id."""
         ...
