@@ -39,7 +39,7 @@ from bot.chat import ChatService, LocalRoomBackend
 from bot.config import Config
 from bot.context import BotContext
 from bot.delivery.sender import RetryPolicy, Sender
-from bot.delivery.wake import PgWakeListener
+from bot.delivery.wake import wake_listener
 from bot.metrics import Metrics
 from bot.platforms.local import LocalPlatform, LocalRoutes, RoomHub
 from bot.platforms.matrix import MatrixPlatform
@@ -185,7 +185,7 @@ async def workers_ctx(app: web.Application) -> AsyncIterator[None]:
     ctx = app[BOT]
     platforms = app[PLATFORMS]
     worker = worker_id()
-    idle = 60.0 if db.is_sqlite else 600.0  # PostgreSQL wakes workers with NOTIFY
+    idle = 600.0  # a safety poll: other processes' commits wake the workers (wake_listener)
     delivery = config.delivery
     sender = Sender(
         db,
@@ -215,10 +215,7 @@ async def workers_ctx(app: web.Application) -> AsyncIterator[None]:
 
     feed = None
     if "egov" in platforms:
-        # Changes made by another process (the CLI) wake nobody on SQLite: look every 5 s.
-        feed = egov_callbacks.CallbackFeed(
-            db, ctx, clock=utcnow, max_idle=5.0 if db.is_sqlite else 60.0
-        )
+        feed = egov_callbacks.CallbackFeed(db, ctx, clock=utcnow, max_idle=60.0)
         async with db.transaction() as session:
             await egov_callbacks.start_cursor(session)
 
@@ -231,7 +228,7 @@ async def workers_ctx(app: web.Application) -> AsyncIterator[None]:
             feed.wake()
 
     db.wake_listeners.append(wake)
-    listener = PgWakeListener(db, wake)
+    listener = wake_listener(db, wake)
     await listener.start()
     async with db.transaction() as session:
         await tasks.ensure_digest(session, ctx, now=utcnow())
