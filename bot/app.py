@@ -39,7 +39,7 @@ from bot.core.metrics import Metrics
 from bot.core.platform import Host
 from bot.core.room import RoomHub
 from bot.delivery.sender import OutboxSender, RetryPolicy
-from bot.delivery.wake import PgWakeListener
+from bot.delivery.wake import wake_listener
 from bot.platforms.egov_callback import EgovCallbackPlatform
 from bot.platforms.registry import build_platforms, directory_columns
 from bot.scheduler import tasks
@@ -163,7 +163,7 @@ async def workers_ctx(app: web.Application) -> AsyncIterator[None]:
     ctx = app[BOT]
     platforms = app[PLATFORMS]
     worker = worker_id()
-    idle = 60.0 if db.is_sqlite else 600.0  # PostgreSQL wakes workers with NOTIFY
+    idle = 600.0  # a safety poll: other processes' commits wake the workers (wake_listener)
     delivery = config.delivery
     sender = OutboxSender(
         db,
@@ -192,14 +192,8 @@ async def workers_ctx(app: web.Application) -> AsyncIterator[None]:
     app[SCHEDULER] = scheduler
 
     # The audit trail's followers: the group's tally and (when on) the portal's callbacks.
-    # Changes made by another process (the CLI) wake nobody on SQLite: look every 5 s.
-    audit_feed = feed.AuditFeed(
-        db,
-        ctx,
-        clock=utcnow,
-        max_idle=5.0 if db.is_sqlite else 60.0,
-        callbacks="egov" in platforms,
-    )
+    # Other processes' commits wake it too (NOTIFY, or data_version on SQLite).
+    audit_feed = feed.AuditFeed(db, ctx, clock=utcnow, max_idle=60.0, callbacks="egov" in platforms)
     async with db.transaction() as session:
         await feed.start_cursor(session)
 
@@ -212,7 +206,7 @@ async def workers_ctx(app: web.Application) -> AsyncIterator[None]:
             audit_feed.wake()
 
     db.wake_listeners.append(wake)
-    listener = PgWakeListener(db, wake)
+    listener = wake_listener(db, wake)
     await listener.start()
     async with db.transaction() as session:
         await tasks.ensure_digest(session, ctx, now=utcnow())

@@ -187,3 +187,34 @@ DirectConnection = AsyncConnection  # a connection held outside a unit of work (
 def shown_url(url: str) -> str:
     """A database URL fit for messages and logs: the password hidden."""
     return make_url(url).render_as_string(hide_password=True)
+
+
+class DataVersion:
+    """A dedicated, read-only connection to a SQLite file that tells when another connection
+    has committed (`PRAGMA data_version` changes then). Plain sqlite3, usable from a thread;
+    never inside a transaction between reads."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    @classmethod
+    def open(cls, db: Database) -> DataVersion | None:
+        """Watch the file the engine opens; None for an in-memory database (no other process
+        can reach it). Raises sqlite3.Error when the file cannot be opened."""
+        path = db.url.database or ""
+        if not db.is_sqlite or not path or path == ":memory:" or "mode=memory" in path:
+            return None
+        # The file the engine opens, read-only (a file: URI is taken as it is).
+        uri = path if path.startswith("file:") else Path(path).absolute().as_uri() + "?mode=ro"
+        conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA busy_timeout=1000")
+        return cls(conn)
+
+    def read(self) -> int:
+        """The data version now (sqlite3.Error when it cannot be read)."""
+        row = self._conn.execute("PRAGMA data_version").fetchone()
+        return int(row[0])
+
+    def close(self) -> None:
+        """Close the connection."""
+        self._conn.close()

@@ -1,15 +1,45 @@
-"""Cross-process wake-ups on PostgreSQL: LISTEN for the NOTIFY sent when work is committed."""
+"""Cross-process wake-ups: other processes' commits wake this process's loops.
+
+On PostgreSQL a listener LISTENs for the NOTIFY sent when work is committed. SQLite has no
+notifications, so a watcher polls `PRAGMA data_version` on a connection of its own: the value
+changes when any other connection (another process, such as the CLI) commits to the file.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+import sqlite3
+import threading
+import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
-from storage.db import Database, DirectConnection
+from storage.db import Database, DataVersion, DirectConnection
 from storage.outbox import WAKE_CHANNEL
 
 log = logging.getLogger("workbot.wake")
+
+# Every topic a commit can raise: the SQLite watcher cannot tell which one a commit raised.
+ALL_TOPICS = frozenset({"outbox", "jobs", "audit"})
+
+
+class WakeListener(Protocol):
+    """Passes other processes' commits on to this process's loops while started."""
+
+    async def start(self) -> None:
+        """Begin watching."""
+
+    async def stop(self) -> None:
+        """Stop watching and release what start() took."""
+
+
+def wake_listener(db: Database, on_topics: Callable[[set[str]], None]) -> WakeListener:
+    """The cross-process wake for the backend: NOTIFY on PostgreSQL, data_version on SQLite."""
+    if db.is_sqlite:
+        return SqliteWakeWatcher(db, on_topics)
+    return PgWakeListener(db, on_topics)
 
 
 class PgWakeListener:
@@ -46,3 +76,94 @@ class PgWakeListener:
             log.debug("could not remove the wake listener", exc_info=True)
         await self._conn.close()
         self._conn = None
+
+
+class SqliteWakeWatcher:
+    """Polls `PRAGMA data_version` of a SQLite file and wakes every loop when it changes.
+
+    The pragma's value changes when a commit is made by any connection other than the one
+    asking, in any process (in WAL mode too: it is checked against the WAL index). So the
+    watcher keeps one connection of its own, read-only and never inside a transaction
+    between polls, and asks every `interval` seconds from a thread, off the event loop.
+    A version that becomes unreadable counts as a change.
+
+    This process's own commits move the version as well, and the watcher cannot tell them
+    apart. So after a wake it passes the next change on no sooner than `min_gap` later:
+    a busy process makes at most one extra pass of each loop per `min_gap`, and a quiet one
+    hears of another process's commit within `interval`.
+    """
+
+    interval = 0.25  # seconds between two looks at the data version
+    min_gap = 1.0  # seconds from one wake-up to the next at the soonest
+
+    def __init__(self, db: Database, on_topics: Callable[[set[str]], None]) -> None:
+        self.db = db
+        self.on_topics = on_topics
+        self._conn: DataVersion | None = None
+        self._thread: threading.Thread | None = None
+        self._stopping = threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._version: int | None = None
+
+    def _read(self) -> int | None:
+        """The data version now, or None when it cannot be read."""
+        assert self._conn is not None
+        try:
+            return self._conn.read()
+        except sqlite3.Error:
+            if self._version is not None:
+                log.warning("cannot read the SQLite data version", exc_info=True)
+            return None
+
+    async def start(self) -> None:
+        """Open the watching connection and start polling (no-op on PostgreSQL)."""
+        if not self.db.is_sqlite or self._thread is not None:
+            return
+        try:
+            self._conn = await asyncio.to_thread(DataVersion.open, self.db)
+        except sqlite3.Error:
+            log.warning(
+                "cannot watch the SQLite file: other processes' changes are seen only when"
+                " the loops look again on their own",
+                exc_info=True,
+            )
+            return
+        if self._conn is None:
+            return
+        self._loop = asyncio.get_running_loop()
+        self._version = await asyncio.to_thread(self._read)
+        self._stopping.clear()
+        self._thread = threading.Thread(target=self._watch, name="workbot-sqlite-wake", daemon=True)
+        self._thread.start()
+        log.debug("watching the SQLite data version every %.2f s", self.interval)
+
+    def _watch(self) -> None:
+        changed = False
+        quiet_until = 0.0  # no wake before this moment (time.monotonic)
+        while not self._stopping.wait(self.interval):
+            version = self._read()
+            if version != self._version:  # a change, or newly unreadable
+                self._version = version
+                changed = True
+            now = time.monotonic()
+            if not changed or now < quiet_until:
+                continue
+            changed = False
+            quiet_until = now + self.min_gap
+            assert self._loop is not None
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody to wake
+                self._loop.call_soon_threadsafe(self._wake)
+
+    def _wake(self) -> None:
+        if not self._stopping.is_set():
+            self.on_topics(set(ALL_TOPICS))
+
+    async def stop(self) -> None:
+        """Stop polling and close the connection."""
+        self._stopping.set()
+        if self._thread is not None:
+            await asyncio.to_thread(self._thread.join)
+            self._thread = None
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
