@@ -46,13 +46,19 @@ class Sender:
 
 
 @dataclass(frozen=True)
-class InboundMessage:
-    """A text message in the group or a DM to the bot."""
+class InboundCommon:
+    """What every inbound event has: its platform, its id there, its chat, and its sender."""
 
     platform: str
     event_id: str
     chat_id: str
     sender: Sender
+
+
+@dataclass(frozen=True)
+class InboundMessage(InboundCommon):
+    """A text message in the group or a DM to the bot."""
+
     text: str
     is_direct: bool = False
     message_id: str | None = None
@@ -63,13 +69,9 @@ class InboundMessage:
 
 
 @dataclass(frozen=True)
-class ButtonAction:
+class ButtonAction(InboundCommon):
     """A click on a card button (its value identifies the assignment and the action)."""
 
-    platform: str
-    event_id: str
-    chat_id: str
-    sender: Sender
     value: str
     message_id: str | None = None
     card_token: str | None = None  # a one-time code for updating the clicked card (WeCom)
@@ -77,13 +79,9 @@ class ButtonAction:
 
 
 @dataclass(frozen=True)
-class Reaction:
+class Reaction(InboundCommon):
     """An emoji reaction to a message (e.g. ✅ on Matrix)."""
 
-    platform: str
-    event_id: str
-    chat_id: str
-    sender: Sender
     key: str
     message_id: str
     at: dt.datetime | None = None
