@@ -37,6 +37,18 @@ class Capabilities:
     personal_cards: bool = False
 
 
+FULL_CAPABILITIES = Capabilities(
+    buttons=True,
+    edit=True,
+    reactions=True,
+    dm=True,
+    receives_all_messages=True,
+    idempotent_send=True,
+)
+"""Everything a group can do: the local group's set, the reference for the zero-noise rules
+(personal_cards is not among them: it is the way round a group that cannot carry a tally)."""
+
+
 @dataclass(frozen=True)
 class Sender:
     """Who sent an inbound event, in platform terms (mapped to a Person by the core)."""

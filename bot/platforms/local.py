@@ -21,9 +21,9 @@ from pydantic import TypeAdapter, ValidationError
 
 from bot.core.configtypes import ConfigSection
 from bot.core.platform import (
+    FULL_CAPABILITIES,
     BasePlatform,
     BuildContext,
-    Capabilities,
     Delivery,
     Host,
     PermanentError,
@@ -183,14 +183,7 @@ class LocalRoutes:
         return response
 
 
-CAPABILITIES = Capabilities(
-    buttons=True,
-    edit=True,
-    reactions=True,
-    dm=True,
-    receives_all_messages=True,
-    idempotent_send=True,
-)
+CAPABILITIES = FULL_CAPABILITIES
 
 
 class LocalPlatform(LocalRoutes, BasePlatform):

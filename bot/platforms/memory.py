@@ -8,8 +8,9 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from bot.core.clock import Clock
+from bot.core.clock import Clock, utcnow
 from bot.core.platform import (
+    FULL_CAPABILITIES,
     BasePlatform,
     Capabilities,
     Delivery,
@@ -22,19 +23,6 @@ from bot.core.platform import (
 Operation = Literal["send", "edit"]
 FailureRule = Callable[[Operation, Delivery], BaseException | None]
 LimitRule = Callable[[Delivery], list[RateLimit]]
-
-ALL_CAPABILITIES = Capabilities(
-    buttons=True,
-    edit=True,
-    reactions=True,
-    dm=True,
-    receives_all_messages=True,
-    idempotent_send=True,
-)
-
-
-def _utc_now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
 
 
 @dataclass(frozen=True)
@@ -64,9 +52,9 @@ class MemoryPlatform(BasePlatform):
         self,
         name: str = "memory",
         *,
-        capabilities: Capabilities = ALL_CAPABILITIES,
+        capabilities: Capabilities = FULL_CAPABILITIES,
         rate_limits: Sequence[RateLimit] | LimitRule = (),
-        clock: Clock = _utc_now,
+        clock: Clock = utcnow,
         id_prefix: str = "m",
     ) -> None:
         super().__init__()
