@@ -90,15 +90,19 @@ class MemoryPlatform(BasePlatform):
         """How many scripted exceptions are still queued."""
         return len(self._failures)
 
+    def accepted(self, operation: Operation) -> list[Recorded]:
+        """The accepted sends or edits, in order."""
+        return [r for r in self.records if r.operation == operation]
+
     @property
     def sent(self) -> list[Recorded]:
         """The accepted sends, in order."""
-        return [r for r in self.records if r.operation == "send"]
+        return self.accepted("send")
 
     @property
     def edits(self) -> list[Recorded]:
         """The accepted edits, in order."""
-        return [r for r in self.records if r.operation == "edit"]
+        return self.accepted("edit")
 
     def texts(self, target: str | None = None) -> list[str]:
         """Texts of the accepted sends (optionally to one target), in order."""
