@@ -384,18 +384,33 @@ class BuildContext(Generic[SectionT]):
 class PlatformSpec(Generic[SectionT]):
     """One platform in the platform list: everything the rest of workbot needs to know.
 
-    `config_model` validates its `[platforms.<name>]` table; `default` is the table's value
-    when the file has none (None: the platform is off unless configured); `directory_column`
-    is its column in the people CSV (people's user ids there); `build` makes the adapter."""
+    `adapter` is its class, whose `name` and `capabilities` are the platform's (known before
+    it is built); `config_model` validates its `[platforms.<name>]` table; `default` is the
+    table's value when the file has none (None: the platform is off unless configured);
+    `directory_column` is its column in the people CSV (people's user ids there); `build`
+    makes the adapter."""
 
-    name: str
+    adapter: type[BasePlatform]
     config_model: type[SectionT]
-    capabilities: Capabilities
     build: Callable[[BuildContext[SectionT]], Platform]
     directory_column: str | None = None
     default: SectionT | None = None
     enabled: Callable[[SectionT], bool] = lambda _settings: True
-    doc: str = ""
+
+    @property
+    def name(self) -> str:
+        """The platform's name (its config table, group.platform, the outbox rows)."""
+        return self.adapter.name
+
+    @property
+    def capabilities(self) -> Capabilities:
+        """What the platform can do."""
+        return self.adapter.capabilities
+
+    @property
+    def doc(self) -> str:
+        """Its page in the documentation."""
+        return f"docs/platforms/{self.name}.md"
 
     def settings_of(self, platforms: object) -> SectionT | None:
         """This platform's validated table from a config's `platforms` section."""

@@ -249,12 +249,10 @@ def build(ctx: BuildContext[LocalConfig]) -> LocalPlatform:
 
 
 SPEC = PlatformSpec(
-    name="local",
+    adapter=LocalPlatform,
     config_model=LocalConfig,
-    capabilities=CAPABILITIES,
     build=build,
     directory_column="local",
     default=LocalConfig(),
     enabled=lambda settings: settings.enabled,
-    doc="docs/platforms/local.md",
 )
