@@ -183,16 +183,13 @@ class LocalRoutes:
         return response
 
 
-CAPABILITIES = FULL_CAPABILITIES
-
-
 class LocalPlatform(LocalRoutes, BasePlatform):
     """Every capability, no rate limit: the reference behaviour for the zero-noise rules.
 
     The room itself (storage and processing) is the core's, handed over in `Host.room`."""
 
     name = "local"
-    capabilities = CAPABILITIES
+    capabilities = FULL_CAPABILITIES
 
     def __init__(self, *, language: str) -> None:
         super().__init__()
