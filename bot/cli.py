@@ -620,6 +620,24 @@ def build_parser() -> argparse.ArgumentParser:
         )
         p.add_argument("--until", required=True, metavar="YYYY-MM-DD", help="last day, inclusive")
 
+    def listing(
+        func: Command,
+        help_text: str,
+        parent: argparse._SubParsersAction[_Parser],
+        flag: str,
+        flag_help: str,
+    ) -> None:
+        """A `list` subcommand: one filter flag and --limit."""
+        p = add("list", func, help_text, parent)
+        p.add_argument(flag, action="store_true", help=flag_help)
+        p.add_argument("--limit", type=int, default=50)
+
+    def by_id(
+        name: str, func: Command, help_text: str, parent: argparse._SubParsersAction[_Parser]
+    ) -> None:
+        """A subcommand about one row, named by its numeric ID."""
+        add(name, func, help_text, parent).add_argument("id", type=_notice_id, metavar="ID")
+
     add("serve", cmd_serve, "migrate (if enabled), then serve HTTP until SIGINT/SIGTERM")
     add("migrate", cmd_migrate, "apply database migrations")
     add(
@@ -650,11 +668,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kind", choices=[k.value for k in NoticeKind], default=NoticeKind.NOTICE.value)
     p.add_argument("--doc-number", metavar="文号")
     p.add_argument("--plan-ref", metavar="REF")
-    p = add("list", cmd_notice_list, "list notices, newest first", notice_sub)
-    p.add_argument("--open", action="store_true", help="only open notices")
-    p.add_argument("--limit", type=int, default=50)
-    p = add("show", cmd_notice_show, "show a notice and every assignee's state", notice_sub)
-    p.add_argument("id", type=_notice_id, metavar="ID")
+    listing(
+        cmd_notice_list, "list notices, newest first", notice_sub, "--open", "only open notices"
+    )
+    by_id("show", cmd_notice_show, "show a notice and every assignee's state", notice_sub)
 
     p = add("pending", cmd_pending, "pending items: one person's, or every open notice's")
     p.add_argument("--person", metavar="ID")
@@ -673,11 +690,14 @@ def build_parser() -> argparse.ArgumentParser:
     add("verify", cmd_audit_verify, "check the audit hash chain", audit_sub)
 
     outbox_sub = group("outbox", "messages waiting to be sent")
-    p = add("list", cmd_outbox_list, "list outbox messages, newest first", outbox_sub)
-    p.add_argument("--dead", action="store_true", help="only dead letters")
-    p.add_argument("--limit", type=int, default=50)
-    p = add("retry", cmd_outbox_retry, "send a dead letter again", outbox_sub)
-    p.add_argument("id", type=_notice_id, metavar="ID")
+    listing(
+        cmd_outbox_list,
+        "list outbox messages, newest first",
+        outbox_sub,
+        "--dead",
+        "only dead letters",
+    )
+    by_id("retry", cmd_outbox_retry, "send a dead letter again", outbox_sub)
 
     p = add("backup", cmd_backup, "back up the database (SQLite online backup)")
     p.add_argument("file", metavar="FILE")
@@ -778,17 +798,11 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         if asyncio.iscoroutine(result):
             result = asyncio.run(result)
         return int(result)
-    except UsageError as exc:
+    except (UsageError, PlatformUnavailable, SchemaError) as exc:
         print(f"workbot: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except DomainError as exc:
         print(f"workbot: {ctx.domain_message(exc)}", file=sys.stderr)
-        return EXIT_USAGE
-    except PlatformUnavailable as exc:
-        print(f"workbot: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except SchemaError as exc:
-        print(f"workbot: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except (DatabaseError, OSError, DatabaseUnavailable) as exc:
         url = ctx.config.database.resolved_url(env)

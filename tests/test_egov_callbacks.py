@@ -43,16 +43,7 @@ class FakePortal:
     async def handle(self, request: web.Request) -> web.Response:
         body = await request.read()
         try:
-            signing.verify(
-                SECRET,
-                timestamp=request.headers.get(signing.TIMESTAMP_HEADER),
-                signature=request.headers.get(signing.SIGNATURE_HEADER),
-                method=request.method,
-                path_with_query=request.raw_path,
-                body=body,
-                now=time.time(),
-                max_skew=300,
-            )
+            signing.verify_request(SECRET, request, body, now=time.time(), max_skew=300)
         except signing.SignatureError as exc:
             self.refused.append(exc.code)
             return web.json_response({"error": exc.code}, status=401)

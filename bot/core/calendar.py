@@ -165,20 +165,13 @@ class WorkCalendar:
 
     def next_working_time(self, at: datetime) -> datetime:
         """The earliest working instant at or after `at`; ValueError if none within 400 days."""
-        start = self._local(at)
-        if self.is_workday(start.date()) and self._in_periods(start.time()):
-            return start
+        found = self._nearest_working_time(at, _DAY, self._first_working_on)
+        if found is not None:
+            return found
         if not self._periods:
             raise ValueError(self._no_periods_message())
-        start_utc = start.astimezone(UTC)
-        day = start.date()
-        for _ in range(SEARCH_DAYS + 1):
-            found = self._first_working_on(day, start_utc)
-            if found is not None:
-                return found.astimezone(self._tz)
-            day += _DAY
         raise ValueError(
-            f"no working time within {SEARCH_DAYS} days after {start.isoformat()}; "
+            f"no working time within {SEARCH_DAYS} days after {self._local(at).isoformat()}; "
             "check schedule.working_hours, quiet_hours and extra_holidays"
         )
 
@@ -187,18 +180,29 @@ class WorkCalendar:
         # `at` itself if it is working time; otherwise the start of the last working minute
         # before it, e.g. 17:29 for working hours ending at 17:30, so that a reminder moved
         # there still precedes `at`.
-        end = self._local(at)
-        if self.is_workday(end.date()) and self._in_periods(end.time()):
-            return end
+        return self._nearest_working_time(at, -_DAY, self._last_working_on)
+
+    def _nearest_working_time(
+        self,
+        at: datetime,
+        step: timedelta,
+        working_on: Callable[[date, datetime], datetime | None],
+    ) -> datetime | None:
+        """`at` if it is working time, else what `working_on` finds on the days from `at`'s
+        onwards, one `step` at a time; None if there are no working periods or nothing is
+        found within SEARCH_DAYS."""
+        local = self._local(at)
+        if self.is_workday(local.date()) and self._in_periods(local.time()):
+            return local
         if not self._periods:
             return None
-        end_utc = end.astimezone(UTC)
-        day = end.date()
+        at_utc = local.astimezone(UTC)
+        day = local.date()
         for _ in range(SEARCH_DAYS + 1):
-            found = self._last_working_on(day, end_utc)
+            found = working_on(day, at_utc)
             if found is not None:
                 return found.astimezone(self._tz)
-            day -= _DAY
+            day += step
         return None
 
     def next_at_time_on_workday(self, after: datetime, clock: time) -> datetime:

@@ -26,6 +26,7 @@ from bot.core.configtypes import (
     ConfigSection,
     Duration,
     EnvName,
+    NonBlank,
     _clock_from_toml,
     _format_span,
     _in_span,
@@ -119,17 +120,10 @@ class ServerConfig(ConfigSection):
 
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
-    host: str = "127.0.0.1"
+    host: NonBlank = "127.0.0.1"
     port: int = Field(default=8080, ge=1, le=65535)
     max_body_bytes: int = Field(default=1_048_576, gt=0)
     shutdown_timeout: Duration = timedelta(seconds=10)
-
-    @field_validator("host")
-    @classmethod
-    def _non_empty_host(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError("must not be empty")
-        return value
 
 
 class DatabaseConfig(ConfigSection):
@@ -189,14 +183,7 @@ class GroupConfig(ConfigSection):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     platform: str = "local"  # one of the platform list's names (checked by bot.config)
-    chat_id: str = "main"
-
-    @field_validator("chat_id")
-    @classmethod
-    def _non_empty_chat(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError("must not be empty")
-        return value
+    chat_id: NonBlank = "main"
 
 
 class EgovConfig(ConfigSection):

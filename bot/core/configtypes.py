@@ -198,10 +198,17 @@ def _base_url(value: str) -> str:
     return value.rstrip("/")
 
 
-# An http(s) base URL without query (a trailing slash is dropped), and the name of an
-# environment variable that holds a secret.
+def _non_blank(value: str) -> str:
+    if not value.strip():
+        raise ValueError("must not be empty")
+    return value
+
+
+# An http(s) base URL without query (a trailing slash is dropped), the name of an
+# environment variable that holds a secret, and a string that is not only white space.
 BaseUrl = Annotated[str, AfterValidator(_base_url)]
 EnvName = Annotated[str, AfterValidator(check_env_name)]
+NonBlank = Annotated[str, AfterValidator(_non_blank)]
 
 
 def unset_variable(environ: Mapping[str, str], name: str) -> str | None:

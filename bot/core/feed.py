@@ -110,18 +110,26 @@ async def translate(session: Session, ctx: BotContext, event: AuditEvent, now: d
     notice = await lookups.get_notice(session, notice_id)
     if notice is None or notice.source is not NoticeSource.EGOV:
         return 0
-    sent = 0
-    if event.entity == "notice" and event.action in NOTICE_END:
+
+    async def callback(
+        name: str, person: Person | None, body: Mapping[str, Any], *, key: str = ""
+    ) -> None:
+        """One callback as of the event, keyed by its sequence number unless `key` is given."""
         await enqueue_event(
             session,
             ctx,
-            key=f"{event.seq}:notice.closed",
-            event="notice.closed",
+            key=key or f"{event.seq}:{name}",
+            event=name,
             notice=notice,
-            person=None,
+            person=person,
             at=event.ts,
-            data={"state": data.get("to"), "reason": data.get("reason", "")},
+            data=body,
             now=now,
+        )
+
+    if event.entity == "notice" and event.action in NOTICE_END:
+        await callback(
+            "notice.closed", None, {"state": data.get("to"), "reason": data.get("reason", "")}
         )
         return 1
     name = ASSIGNMENT_EVENTS.get(event.action)
@@ -129,44 +137,17 @@ async def translate(session: Session, ctx: BotContext, event: AuditEvent, now: d
         return 0
     person = await directory.get_person(session, str(data.get("person_id")))
     acked = event.action == "assignment.acknowledge" or bool(data.get("implied_ack"))
+    sent = 0
     if event.action != "assignment.acknowledge" and data.get("implied_ack"):
-        await enqueue_event(
-            session,
-            ctx,
-            key=f"{event.seq}:assignment.acknowledged",
-            event="assignment.acknowledged",
-            notice=notice,
-            person=person,
-            at=event.ts,
-            data={"channel": data.get("channel"), "late": data.get("late"), "implied": True},
-            now=now,
-        )
+        implied = {"channel": data.get("channel"), "late": data.get("late"), "implied": True}
+        await callback("assignment.acknowledged", person, implied)
         sent += 1
-    await enqueue_event(
-        session,
-        ctx,
-        key=f"{event.seq}:{name}",
-        event=name,
-        notice=notice,
-        person=person,
-        at=event.ts,
-        data=_assignment_data(event.action, data),
-        now=now,
-    )
+    await callback(name, person, _assignment_data(event.action, data))
     sent += 1
     # The feed may run behind the changes: judge each event as of its own time.
     if acked and await lookups.all_acknowledged_by(session, notice.id, event.ts):
-        await enqueue_event(
-            session,
-            ctx,
-            key=f"notice:{notice.id}:all_acknowledged",  # once per notice
-            event="notice.all_acknowledged",
-            notice=notice,
-            person=None,
-            at=event.ts,
-            data={},
-            now=now,
-        )
+        once = f"notice:{notice.id}:all_acknowledged"  # once per notice
+        await callback("notice.all_acknowledged", None, {}, key=once)
         sent += 1
     return sent
 

@@ -94,15 +94,15 @@ async def send_personal_cards(
         if target is None:
             continue
         card = dataclasses.replace(message, card_ref=f"wb-{notice.id}-{assignment_id}")
-        await outbox.add(
+        await _queue_private(
             session,
-            target=target,
-            payload=card.to_payload(),
-            idempotency_key=f"notice:{notice.id}:card:{person_id}"[:200],
-            now=now,
+            target,
+            card,
+            key=f"notice:{notice.id}:card:{person_id}",
             purpose=PURPOSE_CARD,
-            notice_id=notice.id,
+            notice=notice,
             person_id=person_id,
+            now=now,
         )
         sent += 1
     return sent
@@ -200,6 +200,33 @@ async def dm_target(session: Session, ctx: BotContext, person_id: str) -> Target
     return Target(platform, TargetKind.PERSON.value, uid)
 
 
+async def _queue_private(
+    session: Session,
+    target: Target,
+    message: OutboundMessage,
+    *,
+    key: str,
+    purpose: str,
+    notice: Notice,
+    person_id: str,
+    now: dt.datetime,
+    not_before: dt.datetime | None = None,
+) -> None:
+    """Queue a private message about a notice to one person (its idempotency key cut to the
+    outbox's 200 characters)."""
+    await outbox.add(
+        session,
+        target=target,
+        payload=message.to_payload(),
+        idempotency_key=key[:200],
+        now=now,
+        purpose=purpose,
+        notice_id=notice.id,
+        person_id=person_id,
+        not_before=not_before,
+    )
+
+
 def local_day_start(ctx: BotContext, now: dt.datetime) -> dt.datetime:
     """Midnight of the bot's local day containing now."""
     local = now.astimezone(ctx.tz)
@@ -239,15 +266,15 @@ async def remind_pending(
             continue
         link = await ack_link(session, ctx, notice, person.person_id, now=now)
         message = render.reminder(ctx.t, ctx.tz, view, overdue=overdue, link=link)
-        await outbox.add(
+        await _queue_private(
             session,
-            target=target,
-            payload=message.to_payload(),
-            idempotency_key=f"{key}:{person.person_id}"[:200],
-            now=now,
+            target,
+            message,
+            key=f"{key}:{person.person_id}",
             purpose=PURPOSE_REMINDER,
-            notice_id=notice.id,
+            notice=notice,
             person_id=person.person_id,
+            now=now,
             not_before=not_before,
         )
         sent += 1

@@ -38,6 +38,18 @@ class Capabilities:
     personal_cards: bool = False
 
 
+FULL_CAPABILITIES = Capabilities(
+    buttons=True,
+    edit=True,
+    reactions=True,
+    dm=True,
+    receives_all_messages=True,
+    idempotent_send=True,
+)
+"""Everything a group can do: the local group's set, the reference for the zero-noise rules
+(personal_cards is not among them: it is the way round a group that cannot carry a tally)."""
+
+
 @dataclass(frozen=True)
 class Sender:
     """Who sent an inbound event, in platform terms (mapped to a Person by the core)."""
@@ -47,13 +59,19 @@ class Sender:
 
 
 @dataclass(frozen=True)
-class InboundMessage:
-    """A text message in the group or a DM to the bot."""
+class InboundCommon:
+    """What every inbound event has: its platform, its id there, its chat, and its sender."""
 
     platform: str
     event_id: str
     chat_id: str
     sender: Sender
+
+
+@dataclass(frozen=True)
+class InboundMessage(InboundCommon):
+    """A text message in the group or a DM to the bot."""
+
     text: str
     is_direct: bool = False
     message_id: str | None = None
@@ -64,13 +82,9 @@ class InboundMessage:
 
 
 @dataclass(frozen=True)
-class ButtonAction:
+class ButtonAction(InboundCommon):
     """A click on a card button (its value identifies the assignment and the action)."""
 
-    platform: str
-    event_id: str
-    chat_id: str
-    sender: Sender
     value: str
     message_id: str | None = None
     card_token: str | None = None  # a one-time code for updating the clicked card (WeCom)
@@ -78,13 +92,9 @@ class ButtonAction:
 
 
 @dataclass(frozen=True)
-class Reaction:
+class Reaction(InboundCommon):
     """An emoji reaction to a message (e.g. ✅ on Matrix)."""
 
-    platform: str
-    event_id: str
-    chat_id: str
-    sender: Sender
     key: str
     message_id: str
     at: dt.datetime | None = None
@@ -375,18 +385,33 @@ class BuildContext(Generic[SectionT]):
 class PlatformSpec(Generic[SectionT]):
     """One platform in the platform list: everything the rest of workbot needs to know.
 
-    `config_model` validates its `[platforms.<name>]` table; `default` is the table's value
-    when the file has none (None: the platform is off unless configured); `directory_column`
-    is its column in the people CSV (people's user ids there); `build` makes the adapter."""
+    `adapter` is its class, whose `name` and `capabilities` are the platform's (known before
+    it is built); `config_model` validates its `[platforms.<name>]` table; `default` is the
+    table's value when the file has none (None: the platform is off unless configured);
+    `directory_column` is its column in the people CSV (people's user ids there); `build`
+    makes the adapter."""
 
-    name: str
+    adapter: type[BasePlatform]
     config_model: type[SectionT]
-    capabilities: Capabilities
     build: Callable[[BuildContext[SectionT]], Platform]
     directory_column: str | None = None
     default: SectionT | None = None
     enabled: Callable[[SectionT], bool] = lambda _settings: True
-    doc: str = ""
+
+    @property
+    def name(self) -> str:
+        """The platform's name (its config table, group.platform, the outbox rows)."""
+        return self.adapter.name
+
+    @property
+    def capabilities(self) -> Capabilities:
+        """What the platform can do."""
+        return self.adapter.capabilities
+
+    @property
+    def doc(self) -> str:
+        """Its page in the documentation."""
+        return f"docs/platforms/{self.name}.md"
 
     def settings_of(self, platforms: object) -> SectionT | None:
         """This platform's validated table from a config's `platforms` section."""

@@ -13,6 +13,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 
+from aiohttp import web
+
 TIMESTAMP_HEADER = "X-Workbot-Timestamp"
 SIGNATURE_HEADER = "X-Workbot-Signature"
 PREFIX = "sha256="
@@ -72,3 +74,19 @@ def verify(
     expected = sign(secret, timestamp, method, path_with_query, body)
     if not hmac.compare_digest(expected.encode(), signature.strip().encode("utf-8", "replace")):
         raise SignatureError("bad_signature", "the signature does not match")
+
+
+def verify_request(
+    secret: str, request: web.BaseRequest, body: bytes, *, now: float, max_skew: int
+) -> None:
+    """verify() for a received request: its signature headers, method and raw path."""
+    verify(
+        secret,
+        timestamp=request.headers.get(TIMESTAMP_HEADER),
+        signature=request.headers.get(SIGNATURE_HEADER),
+        method=request.method,
+        path_with_query=request.raw_path,
+        body=body,
+        now=now,
+        max_skew=max_skew,
+    )

@@ -21,9 +21,9 @@ from pydantic import TypeAdapter, ValidationError
 
 from bot.core.configtypes import ConfigSection
 from bot.core.platform import (
+    FULL_CAPABILITIES,
     BasePlatform,
     BuildContext,
-    Capabilities,
     Delivery,
     Host,
     PermanentError,
@@ -183,23 +183,13 @@ class LocalRoutes:
         return response
 
 
-CAPABILITIES = Capabilities(
-    buttons=True,
-    edit=True,
-    reactions=True,
-    dm=True,
-    receives_all_messages=True,
-    idempotent_send=True,
-)
-
-
 class LocalPlatform(LocalRoutes, BasePlatform):
     """Every capability, no rate limit: the reference behaviour for the zero-noise rules.
 
     The room itself (storage and processing) is the core's, handed over in `Host.room`."""
 
     name = "local"
-    capabilities = CAPABILITIES
+    capabilities = FULL_CAPABILITIES
 
     def __init__(self, *, language: str) -> None:
         super().__init__()
@@ -256,12 +246,10 @@ def build(ctx: BuildContext[LocalConfig]) -> LocalPlatform:
 
 
 SPEC = PlatformSpec(
-    name="local",
+    adapter=LocalPlatform,
     config_model=LocalConfig,
-    capabilities=CAPABILITIES,
     build=build,
     directory_column="local",
     default=LocalConfig(),
     enabled=lambda settings: settings.enabled,
-    doc="docs/platforms/local.md",
 )

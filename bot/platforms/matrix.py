@@ -414,10 +414,5 @@ def build(ctx: BuildContext[MatrixConfig]) -> MatrixPlatform:
 
 
 SPEC = PlatformSpec(
-    name="matrix",
-    config_model=MatrixConfig,
-    capabilities=CAPABILITIES,
-    build=build,
-    directory_column="matrix",
-    doc="docs/platforms/matrix.md",
+    adapter=MatrixPlatform, config_model=MatrixConfig, build=build, directory_column="matrix"
 )

@@ -8,8 +8,9 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from bot.core.clock import Clock
+from bot.core.clock import Clock, utcnow
 from bot.core.platform import (
+    FULL_CAPABILITIES,
     BasePlatform,
     Capabilities,
     Delivery,
@@ -22,19 +23,6 @@ from bot.core.platform import (
 Operation = Literal["send", "edit"]
 FailureRule = Callable[[Operation, Delivery], BaseException | None]
 LimitRule = Callable[[Delivery], list[RateLimit]]
-
-ALL_CAPABILITIES = Capabilities(
-    buttons=True,
-    edit=True,
-    reactions=True,
-    dm=True,
-    receives_all_messages=True,
-    idempotent_send=True,
-)
-
-
-def _utc_now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
 
 
 @dataclass(frozen=True)
@@ -64,9 +52,9 @@ class MemoryPlatform(BasePlatform):
         self,
         name: str = "memory",
         *,
-        capabilities: Capabilities = ALL_CAPABILITIES,
+        capabilities: Capabilities = FULL_CAPABILITIES,
         rate_limits: Sequence[RateLimit] | LimitRule = (),
-        clock: Clock = _utc_now,
+        clock: Clock = utcnow,
         id_prefix: str = "m",
     ) -> None:
         super().__init__()
@@ -102,15 +90,19 @@ class MemoryPlatform(BasePlatform):
         """How many scripted exceptions are still queued."""
         return len(self._failures)
 
+    def accepted(self, operation: Operation) -> list[Recorded]:
+        """The accepted sends or edits, in order."""
+        return [r for r in self.records if r.operation == operation]
+
     @property
     def sent(self) -> list[Recorded]:
         """The accepted sends, in order."""
-        return [r for r in self.records if r.operation == "send"]
+        return self.accepted("send")
 
     @property
     def edits(self) -> list[Recorded]:
         """The accepted edits, in order."""
-        return [r for r in self.records if r.operation == "edit"]
+        return self.accepted("edit")
 
     def texts(self, target: str | None = None) -> list[str]:
         """Texts of the accepted sends (optionally to one target), in order."""

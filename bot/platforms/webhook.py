@@ -268,11 +268,4 @@ def build(ctx: BuildContext[WebhookConfig]) -> WebhookPlatform:
     return WebhookPlatform(ctx.settings, ctx.settings.token(ctx.environ))
 
 
-SPEC = PlatformSpec(
-    name="webhook",
-    config_model=WebhookConfig,
-    capabilities=CAPABILITIES,
-    build=build,
-    directory_column=None,
-    doc="docs/platforms/webhook.md",
-)
+SPEC = PlatformSpec(adapter=WebhookPlatform, config_model=WebhookConfig, build=build)

@@ -484,10 +484,5 @@ def build(ctx: BuildContext[WecomConfig]) -> WecomPlatform:
 
 
 SPEC = PlatformSpec(
-    name="wecom",
-    config_model=WecomConfig,
-    capabilities=CAPABILITIES,
-    build=build,
-    directory_column="wecom",
-    doc="docs/platforms/wecom.md",
+    adapter=WecomPlatform, config_model=WecomConfig, build=build, directory_column="wecom"
 )

@@ -250,13 +250,10 @@ async def _signed_body(request: web.Request) -> bytes | web.Response:
         limit = request.app[CONFIG].server.max_body_bytes
         return refuse(request, 413, "request_entity_too_large", f"the body is over {limit} bytes")
     try:
-        signing.verify(
+        signing.verify_request(
             secret,
-            timestamp=request.headers.get(signing.TIMESTAMP_HEADER),
-            signature=request.headers.get(signing.SIGNATURE_HEADER),
-            method=request.method,
-            path_with_query=request.raw_path,
-            body=body,
+            request,
+            body,
             now=time.time(),
             max_skew=request.app[CONFIG].egov.max_skew_seconds,
         )
