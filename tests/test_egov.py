@@ -38,7 +38,7 @@ from storage.domain import Actor, Metric
 from storage.models import Assignment, Job, Notice, OutboxMessage, Person, PersonIdentity
 from storage.types import Channel, NoticeSource
 
-from support import actor_of, make_notice, seed_people, snapshot
+from support import actor_of, assignees, make_notice, seed_people, snapshot
 
 SECRET = "egov-test-secret-7d41c2e9"
 ENV = {"WORKBOT_EGOV_SECRET": SECRET}
@@ -633,17 +633,11 @@ async def test_a_created_notice_is_stored_and_posted_through_the_outbox(
         assert (notice.kind.value, notice.requires.value) == ("task", "outcome")
         assert notice.deadline == dt.datetime.fromisoformat(sent["deadline"])
         assert (notice.issuer_department, notice.issuer_name) == ("办公室", "王五")
-        assignees = (
-            await s.scalars(
-                select(Assignment.person_id)
-                .where(Assignment.notice_id == notice_id)
-                .order_by(Assignment.person_id)
-            )
-        ).all()
+        assigned = await assignees(s, notice_id)
         posts = (
             await s.scalars(select(OutboxMessage).where(OutboxMessage.notice_id == notice_id))
         ).all()
-    assert assignees == ["p001", "p002", "p003"]
+    assert assigned == ["p001", "p002", "p003"]
     assert [(p.purpose, p.target_key) for p in posts] == [("notice", "local:chat:main")]
     assert "关于报送作业管理自查情况的通知" in json.dumps(posts[0].payload, ensure_ascii=False)
     assert egov_warnings(caplog) == []
