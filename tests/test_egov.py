@@ -732,43 +732,22 @@ async def test_the_status_document_has_every_assignee_state(portal: Portal) -> N
     sent = payload(audience={"departments": ["基础教育科", "督导科"], "people": ["p003"]})
     notice_id = (await portal.post(sent)).doc["id"]
     now = dt.datetime.now(dt.UTC)
+    actors = {p: await actor_of(portal.db, p) for p in ("p001", "p002", "p004")}
     async with portal.db.transaction() as s:
         await domain.acknowledge(
-            s,
-            notice_id,
-            "p001",
-            channel=Channel.GROUP,
-            actor=await actor_of(portal.db, "p001"),
-            now=now,
+            s, notice_id, "p001", channel=Channel.GROUP, actor=actors["p001"], now=now
         )
         await domain.report_progress(
-            s,
-            notice_id,
-            "p002",
-            text="已完成初稿",
-            percent=60,
-            channel=Channel.DM,
-            actor=await actor_of(portal.db, "p002"),
-            now=now,
-        )
+            s, notice_id, "p002", text="已完成初稿", percent=60, channel=Channel.DM,
+            actor=actors["p002"], now=now,
+        )  # fmt: skip
         await domain.record_outcome(
-            s,
-            notice_id,
-            "p004",
-            measures=["组织自查", "召开专题会议"],
-            results="发文数量减少30%以上",
-            metrics=[Metric("发文数量", -30, "%")],
-            channel=Channel.BUTTON,
-            actor=await actor_of(portal.db, "p004"),
-            now=now,
-        )
+            s, notice_id, "p004", measures=["组织自查", "召开专题会议"],
+            results="发文数量减少30%以上", metrics=[Metric("发文数量", -30, "%")],
+            channel=Channel.BUTTON, actor=actors["p004"], now=now,
+        )  # fmt: skip
         await domain.acknowledge(
-            s,
-            notice_id,
-            "p005",
-            channel=Channel.PHONE,
-            actor=Actor.system("cli"),
-            now=now,
+            s, notice_id, "p005", channel=Channel.PHONE, actor=Actor.system("cli"), now=now
         )
     answer = await portal.get(notice_id)
     assert answer.status == 200, answer.text
