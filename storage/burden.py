@@ -27,7 +27,7 @@ import statistics
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -475,15 +475,17 @@ async def burden(
     )
 
 
-async def snapshot_burden(
-    db: Database,
-    *,
-    since: dt.datetime,
-    until: dt.datetime,
-    now: dt.datetime,
-    min_lead_time: dt.timedelta,
-    tz: dt.tzinfo,
-) -> BurdenReport:
+class BurdenArgs(TypedDict):
+    """The keyword arguments of burden() (see there), which snapshot_burden() passes on."""
+
+    since: dt.datetime
+    until: dt.datetime
+    now: dt.datetime
+    min_lead_time: dt.timedelta
+    tz: dt.tzinfo
+
+
+async def snapshot_burden(db: Database, **args: Unpack[BurdenArgs]) -> BurdenReport:
     """burden() in a read session of its own that is one snapshot on every backend.
 
     A SQLite read transaction is one snapshot already; PostgreSQL's default (read committed)
@@ -492,6 +494,4 @@ async def snapshot_burden(
     async with db.read() as session:
         if not db.is_sqlite:
             await session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
-        return await burden(
-            session, since=since, until=until, now=now, min_lead_time=min_lead_time, tz=tz
-        )
+        return await burden(session, **args)

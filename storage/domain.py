@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NotRequired, TypedDict, Unpack
 
 from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -119,6 +119,17 @@ class Change:
     late: bool = False
     reply_id: int | None = None
     outcome_id: int | None = None
+
+
+class Via(TypedDict):
+    """How an assignee's words reached the bot, the keyword arguments shared by the reply
+    operations (acknowledge, report_progress, record_outcome, feedback): the channel, who
+    acts, when, and the platform's reference of the chat message, if any."""
+
+    channel: Channel
+    actor: Actor
+    now: dt.datetime
+    message_ref: NotRequired[str | None]
 
 
 @dataclass(frozen=True)
@@ -402,20 +413,18 @@ async def acknowledge(
     notice_id: int,
     person_id: str,
     *,
-    channel: Channel,
-    actor: Actor,
-    now: dt.datetime,
     text: str = "",
-    message_ref: str | None = None,
+    **via: Unpack[Via],
 ) -> Change:
     """Record 收到 from a person; a repeated ack changes nothing and says so."""
+    channel, actor, now = via["channel"], via["actor"], via["now"]
     _check_self_or(actor, person_id, "acknowledge", Role.OFFICE)
     op = await _begin(session, notice_id, person_id, actor, now)
     a = op.a
     if a.state not in ACKABLE:
         return Change(notice_id, person_id, a.id, a.state, a.state, changed=False, late=a.late)
     acked_now = op.ack(channel)
-    said = Reply(kind=ReplyKind.ACK, channel=channel, text=text, message_ref=message_ref)
+    said = Reply(kind=ReplyKind.ACK, channel=channel, text=text, message_ref=via.get("message_ref"))
     data = {"channel": channel, "late": a.late}
     return await op.record("acknowledge", S.ACKNOWLEDGED, data, said, acked_now)
 
@@ -446,12 +455,10 @@ async def report_progress(
     *,
     text: str,
     percent: int | None,
-    channel: Channel,
-    actor: Actor,
-    now: dt.datetime,
-    message_ref: str | None = None,
+    **via: Unpack[Via],
 ) -> Change:
     """Record a progress report; the first one also counts as the acknowledgment."""
+    channel, actor, now = via["channel"], via["actor"], via["now"]
     _check_self_or(actor, person_id, "report_progress", Role.OFFICE)
     if percent is not None and not 0 <= percent <= 100:
         raise InvalidValue("percent", "must be between 0 and 100")
@@ -467,7 +474,7 @@ async def report_progress(
         channel=channel,
         text=text,
         percent=percent,
-        message_ref=message_ref,
+        message_ref=via.get("message_ref"),
     )
     data = {"percent": percent, "text": text, "channel": channel, "implied_ack": acked_now}
     return await op.record("progress", S.IN_PROGRESS, data, said, acked_now)
@@ -484,13 +491,11 @@ async def record_outcome(
     measures: Sequence[str],
     results: str,
     metrics: Iterable[Metric] = (),
-    channel: Channel,
-    actor: Actor,
-    now: dt.datetime,
     text: str = "",
-    message_ref: str | None = None,
+    **via: Unpack[Via],
 ) -> Change:
     """Mark the assignment done with its outcome (措施, 成效, metrics); done implies the ack."""
+    channel, actor, now = via["channel"], via["actor"], via["now"]
     _check_self_or(actor, person_id, "record_outcome", Role.OFFICE)
     clean_measures = [m.strip() for m in measures if m.strip()]
     results = _clean(results, "results", TEXT_MAX) or ""
@@ -510,7 +515,9 @@ async def record_outcome(
     )
     session.add(outcome)
     text = _clean(text, "text", TEXT_MAX) or ""
-    said = Reply(kind=ReplyKind.OUTCOME, channel=channel, text=text, message_ref=message_ref)
+    said = Reply(
+        kind=ReplyKind.OUTCOME, channel=channel, text=text, message_ref=via.get("message_ref")
+    )
     data = {
         "measures": clean_measures,
         "results": results,
@@ -528,12 +535,10 @@ async def feedback(
     *,
     kind: FeedbackKind,
     text: str,
-    channel: Channel,
-    actor: Actor,
-    now: dt.datetime,
-    message_ref: str | None = None,
+    **via: Unpack[Via],
 ) -> Change:
     """Record an assignee's feedback (deadline too tight, duplicate demand, …)."""
+    channel, actor, now = via["channel"], via["actor"], via["now"]
     _check_self_or(actor, person_id, "feedback", Role.OFFICE)
     text = _clean(text, "text", TEXT_MAX) or ""
     op = await _begin(session, notice_id, person_id, actor, now)
@@ -542,7 +547,7 @@ async def feedback(
         channel=channel,
         text=text,
         feedback_kind=kind,
-        message_ref=message_ref,
+        message_ref=via.get("message_ref"),
     )
     data = {"kind": kind, "text": text, "channel": channel}
     return await op.record("feedback", None, data, said)

@@ -12,116 +12,47 @@ from sqlalchemy.types import TypeDecorator
 UTC = dt.UTC
 
 
-class Role(StrEnum):
-    """A person's role in the directory."""
+# Each enumeration is declared by its member names; a member's value is its name in lower
+# case (StrEnum's automatic value), which is what the database columns and their CHECK
+# constraints store (see storage.models._enum).
 
-    STAFF = "staff"
-    OFFICE = "office"
-    HEAD = "head"
-    ADMIN = "admin"
+# A person's role in the directory.
+Role = StrEnum("Role", "STAFF OFFICE HEAD ADMIN")
 
+# What kind of formal item a notice is.
+NoticeKind = StrEnum("NoticeKind", "NOTICE TASK INSPECTION DATA_REQUEST")
 
-class NoticeKind(StrEnum):
-    """What kind of formal item a notice is."""
+# Where a notice came from (its provenance).
+NoticeSource = StrEnum("NoticeSource", "EGOV CHAT CLI API")
 
-    NOTICE = "notice"
-    TASK = "task"
-    INSPECTION = "inspection"
-    DATA_REQUEST = "data_request"
+# What each assignee must deliver for the assignment to be complete.
+Requires = StrEnum("Requires", "ACK PROGRESS OUTCOME")
 
+# The lifecycle state of a notice.
+NoticeState = StrEnum("NoticeState", "OPEN CLOSED CANCELLED")
 
-class NoticeSource(StrEnum):
-    """Where a notice came from (its provenance)."""
+# The lifecycle state of one person's assignment.
+AssignmentState = StrEnum(
+    "AssignmentState", "PENDING ACKNOWLEDGED IN_PROGRESS DONE VERIFIED RETURNED EXCUSED"
+)
 
-    EGOV = "egov"
-    CHAT = "chat"
-    CLI = "cli"
-    API = "api"
+# What a reply from an assignee is.
+ReplyKind = StrEnum("ReplyKind", "ACK PROGRESS OUTCOME FEEDBACK QUESTION")
 
+# The channel a reply arrived through.
+Channel = StrEnum("Channel", "GROUP DM BUTTON REACTION LINK PHONE PORTAL CLI")
 
-class Requires(StrEnum):
-    """What each assignee must deliver for the assignment to be complete."""
+# The kinds of feedback counted in the burden report.
+FeedbackKind = StrEnum("FeedbackKind", "DEADLINE DUPLICATE UNCLEAR OTHER")
 
-    ACK = "ack"
-    PROGRESS = "progress"
-    OUTCOME = "outcome"
+# Processing status of a stored inbound event.
+InboundStatus = StrEnum("InboundStatus", "RECEIVED PROCESSED IGNORED FAILED")
 
+# Delivery state of an outbox message.
+OutboxState = StrEnum("OutboxState", "PENDING SENT DEAD")
 
-class NoticeState(StrEnum):
-    """The lifecycle state of a notice."""
-
-    OPEN = "open"
-    CLOSED = "closed"
-    CANCELLED = "cancelled"
-
-
-class AssignmentState(StrEnum):
-    """The lifecycle state of one person's assignment."""
-
-    PENDING = "pending"
-    ACKNOWLEDGED = "acknowledged"
-    IN_PROGRESS = "in_progress"
-    DONE = "done"
-    VERIFIED = "verified"
-    RETURNED = "returned"
-    EXCUSED = "excused"
-
-
-class ReplyKind(StrEnum):
-    """What a reply from an assignee is."""
-
-    ACK = "ack"
-    PROGRESS = "progress"
-    OUTCOME = "outcome"
-    FEEDBACK = "feedback"
-    QUESTION = "question"
-
-
-class Channel(StrEnum):
-    """The channel a reply arrived through."""
-
-    GROUP = "group"
-    DM = "dm"
-    BUTTON = "button"
-    REACTION = "reaction"
-    LINK = "link"
-    PHONE = "phone"
-    PORTAL = "portal"
-    CLI = "cli"
-
-
-class FeedbackKind(StrEnum):
-    """The kinds of feedback counted in the burden report."""
-
-    DEADLINE = "deadline"
-    DUPLICATE = "duplicate"
-    UNCLEAR = "unclear"
-    OTHER = "other"
-
-
-class InboundStatus(StrEnum):
-    """Processing status of a stored inbound event."""
-
-    RECEIVED = "received"
-    PROCESSED = "processed"
-    IGNORED = "ignored"
-    FAILED = "failed"
-
-
-class OutboxState(StrEnum):
-    """Delivery state of an outbox message."""
-
-    PENDING = "pending"
-    SENT = "sent"
-    DEAD = "dead"
-
-
-class JobState(StrEnum):
-    """State of a durable scheduled job."""
-
-    SCHEDULED = "scheduled"
-    DONE = "done"
-    CANCELLED = "cancelled"
+# State of a durable scheduled job.
+JobState = StrEnum("JobState", "SCHEDULED DONE CANCELLED")
 
 
 # States in which an assignment still owes something, per what the notice requires.

@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy import inspect as sa_inspect
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.db import Database
 from storage.directory import parse_people_csv, upsert_people
@@ -67,6 +68,16 @@ async def assignment(db: Database, notice_id: int, person_id: str) -> Assignment
             )
         )
         return found.one()
+
+
+async def assignees(s: AsyncSession, notice_id: int) -> list[str]:
+    """The ids of the people assigned a notice, in id order."""
+    found = await s.scalars(
+        select(Assignment.person_id)
+        .where(Assignment.notice_id == notice_id)
+        .order_by(Assignment.person_id)
+    )
+    return list(found)
 
 
 async def actor_of(db: Database, person_id: str) -> Actor:

@@ -33,7 +33,7 @@ from storage.models import (
 )
 from storage.types import AssignmentState, Channel, NoticeState, OutboxState, ReplyKind
 
-from support import actor_of, assignment, seed_people, snapshot
+from support import actor_of, assignees, assignment, seed_people, snapshot
 
 NOTICE_TEXT = """通知 关于报送作业管理自查情况的通知
 请各科室于12月10日前报送自查报告。
@@ -157,10 +157,8 @@ async def test_office_notice_then_acks_by_reply_button_and_link_add_no_group_noi
         assert notice.requires.value == "outcome"
         assert notice.deadline == dt.datetime(2030, 12, 10, 9, 0, tzinfo=dt.UTC)
         assert notice.source.value == "chat"
-        assignees = (
-            await s.scalars(select(Assignment.person_id).where(Assignment.notice_id == notice_id))
-        ).all()
-    assert sorted(assignees) == ["p001", "p002", "p004", "p005"]
+        assigned = await assignees(s, notice_id)
+    assert assigned == ["p001", "p002", "p004", "p005"]
     card = await room.card_of(notice_id)
     assert card["card"]["status"] == "已确认 0/4，已完成 0/4"
     assert [b["value"] for b in card["card"]["buttons"]] == [f"ack:{notice_id}"]

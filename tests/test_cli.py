@@ -50,6 +50,13 @@ def run(workdir: Path, capsys: pytest.CaptureFixture[str]) -> Run:
     return _run
 
 
+def one_notice(run: Run, workdir: Path) -> None:
+    """Migrate, import the work dir's people and create one notice for everyone."""
+    assert run("migrate")[0] == 0
+    assert run("people", "import", str(workdir / "people.csv"))[0] == 0
+    assert run("notice", "create", "--title", "T")[0] == 0
+
+
 def count(db: Path, table: str) -> int:
     """Rows in a table of the SQLite file."""
     with sqlite3.connect(db) as conn:
@@ -194,9 +201,7 @@ def test_commands_refuse_an_unmigrated_database(run: Run) -> None:
 
 
 def test_audit_verify_detects_an_altered_row(run: Run, workdir: Path) -> None:
-    assert run("migrate")[0] == 0
-    assert run("people", "import", str(workdir / "people.csv"))[0] == 0
-    assert run("notice", "create", "--title", "T")[0] == 0
+    one_notice(run, workdir)
     code, out, _ = run("audit", "verify")
     assert code == 0 and "2 rows verified" in out
     with sqlite3.connect(workdir / "wb.db") as conn:
@@ -207,9 +212,7 @@ def test_audit_verify_detects_an_altered_row(run: Run, workdir: Path) -> None:
 
 
 def test_backup_is_a_consistent_copy(run: Run, workdir: Path) -> None:
-    assert run("migrate")[0] == 0
-    assert run("people", "import", str(workdir / "people.csv"))[0] == 0
-    assert run("notice", "create", "--title", "T")[0] == 0
+    one_notice(run, workdir)
     target = workdir / "backup.db"
     code, out, _ = run("backup", str(target))
     assert code == 0 and "backup.db" in out
@@ -269,9 +272,7 @@ def test_the_example_directory_imports_cleanly(run: Run) -> None:
 
 
 def test_outbox_list_and_retry_a_dead_letter(run: Run, workdir: Path) -> None:
-    assert run("migrate")[0] == 0
-    assert run("people", "import", str(workdir / "people.csv"))[0] == 0
-    assert run("notice", "create", "--title", "T")[0] == 0
+    one_notice(run, workdir)
     code, out, _ = run("outbox", "list")
     assert code == 0
     assert out.splitlines()[0] == "pending 1, sent 0, dead 0"

@@ -38,6 +38,12 @@ async def import_csv(
         return await upsert_people(s, parse_people_csv(data, CSV_PLATFORMS), actor=actor, now=now)
 
 
+async def import_wecom_rows(db: Database, *rows: str) -> ImportResult:
+    """Import, a day later, a file of `rows` with the columns id,name,department,roles,wecom."""
+    data = "".join(f"{line}\n" for line in ("id,name,department,roles,wecom", *rows))
+    return await import_csv(db, data.encode(), now=LATER)
+
+
 async def people(db: Database) -> dict[str, PersonView]:
     """The stored directory by person id."""
     async with db.read() as s:
@@ -268,13 +274,10 @@ async def test_reimport_updates_changed_rows(db: Database) -> None:
 async def test_a_platform_id_owned_by_someone_else_rejects_that_row(db: Database) -> None:
     await import_csv(db, PEOPLE_CSV)
     before = await people(db)
-    data = (
-        "id,name,department,roles,wecom\n"
-        "p010,冒名,办公室,staff,zhangsan\n"
-        "p011,新人,办公室,staff,newcomer\n"
-    ).encode()
 
-    result = await import_csv(db, data, now=LATER)
+    result = await import_wecom_rows(
+        db, "p010,冒名,办公室,staff,zhangsan", "p011,新人,办公室,staff,newcomer"
+    )
 
     assert (result.created, result.updated, result.unchanged) == (1, 0, 0)
     assert [(r.line, r.reason) for r in result.rejected] == [
@@ -288,13 +291,10 @@ async def test_a_platform_id_owned_by_someone_else_rejects_that_row(db: Database
 
 async def test_a_platform_id_can_move_within_one_file(db: Database) -> None:
     await import_csv(db, PEOPLE_CSV)
-    data = (
-        "id,name,department,roles,wecom\n"
-        "p001,张三,基础教育科,staff,zhangsan2\n"
-        "p010,新张三,基础教育科,staff,zhangsan\n"
-    ).encode()
 
-    result = await import_csv(db, data, now=LATER)
+    result = await import_wecom_rows(
+        db, "p001,张三,基础教育科,staff,zhangsan2", "p010,新张三,基础教育科,staff,zhangsan"
+    )
 
     assert result.rejected == []
     after = await people(db)

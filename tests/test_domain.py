@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Awaitable, Callable
 from functools import partial
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from storage import errors, types
 from storage.db import Database
 from storage.domain import (
     Actor,
@@ -33,34 +34,12 @@ from storage.domain import (
     return_assignment,
     verify,
 )
-from storage.errors import (
-    AudienceEmpty,
-    DomainError,
-    InvalidTransition,
-    InvalidValue,
-    MissingResults,
-    NotAllowed,
-    NotAssignee,
-    NoticeClosed,
-    UnknownDepartment,
-    UnknownNotice,
-    UnknownPerson,
-)
 from storage.models import Assignment, AuditEvent, Notice, Outcome, Reply
-from storage.types import (
-    AssignmentState,
-    Channel,
-    FeedbackKind,
-    NoticeState,
-    ReplyKind,
-    Requires,
-    Role,
-    is_outstanding,
-)
+from storage.types import AssignmentState as S
+from storage.types import Channel, FeedbackKind, NoticeState, ReplyKind, Requires, Role
 from tests.conftest import T0
-from tests.support import CLI, actor_of, assignment, make_notice, seed_people, snapshot
+from tests.support import CLI, actor_of, assignees, assignment, make_notice, seed_people, snapshot
 
-S = AssignmentState
 ALL_STATES = list(S)
 PEOPLE = ("p001", "p002", "p003", "p004", "p005")
 # p001 张三 基础教育科 staff · p002 李四 基础教育科 staff;head · p003 王五 办公室 office
@@ -158,7 +137,7 @@ OPS: dict[str, Op] = {
 
 # The state machine of design.md §4, as implemented: allowed moves per operation.
 _WORKING = (S.PENDING, S.ACKNOWLEDGED, S.IN_PROGRESS, S.RETURNED, S.EXCUSED)
-ALLOWED: dict[str, dict[AssignmentState, AssignmentState]] = {
+ALLOWED: dict[str, dict[S, S]] = {
     "acknowledge": {S.PENDING: S.ACKNOWLEDGED, S.EXCUSED: S.ACKNOWLEDGED},
     "phone_ack": {S.PENDING: S.ACKNOWLEDGED, S.EXCUSED: S.ACKNOWLEDGED},
     "report_progress": dict.fromkeys(_WORKING, S.IN_PROGRESS),
@@ -169,7 +148,7 @@ ALLOWED: dict[str, dict[AssignmentState, AssignmentState]] = {
     "verify": {S.DONE: S.VERIFIED},
 }
 # A repeated acknowledgment is not an error: it changes nothing and says so.
-NO_OP: dict[str, set[AssignmentState]] = {
+NO_OP: dict[str, set[S]] = {
     "acknowledge": set(S) - {S.PENDING, S.EXCUSED},
     "phone_ack": set(S) - {S.PENDING, S.EXCUSED},
 }
@@ -239,7 +218,7 @@ def expected_row(
         new.update(
             state=target,
             updated_at=now,
-            outstanding=is_outstanding(NoticeState.OPEN, requires, target),
+            outstanding=types.is_outstanding(NoticeState.OPEN, requires, target),
         )
     return new
 
@@ -256,34 +235,28 @@ async def stored(db: Database, notice_id: int, person_id: str = ASSIGNEE) -> dic
     return _columns(await assignment(db, notice_id, person_id))
 
 
-async def replies(db: Database, notice_id: int, person_id: str = ASSIGNEE) -> list[Reply]:
-    """The replies stored for one assignment, oldest first."""
+Row = TypeVar("Row", Reply, Outcome)
+
+
+async def _rows_of(
+    model: type[Row], db: Database, notice_id: int, person_id: str = ASSIGNEE
+) -> list[Row]:
+    """The rows of `model` (replies or outcomes) stored for one assignment, oldest first."""
     async with db.read() as s:
         return list(
             (
                 await s.scalars(
-                    select(Reply)
-                    .join(Assignment, Assignment.id == Reply.assignment_id)
+                    select(model)
+                    .join(Assignment, Assignment.id == model.assignment_id)
                     .where(Assignment.notice_id == notice_id, Assignment.person_id == person_id)
-                    .order_by(Reply.id)
+                    .order_by(model.id)
                 )
             ).all()
         )
 
 
-async def outcomes(db: Database, notice_id: int, person_id: str = ASSIGNEE) -> list[Outcome]:
-    """The outcomes stored for one assignment, oldest first."""
-    async with db.read() as s:
-        return list(
-            (
-                await s.scalars(
-                    select(Outcome)
-                    .join(Assignment, Assignment.id == Outcome.assignment_id)
-                    .where(Assignment.notice_id == notice_id, Assignment.person_id == person_id)
-                    .order_by(Outcome.id)
-                )
-            ).all()
-        )
+replies = partial(_rows_of, Reply)
+outcomes = partial(_rows_of, Outcome)
 
 
 async def audit_tail(db: Database) -> list[AuditEvent]:
@@ -308,28 +281,28 @@ async def run(db: Database, op: Op, nid: int, pid: str, now: dt.datetime, me: Ac
 
 
 # The machine codes the HTTP API and the reply catalog map these errors by.
-ERROR_CODES: dict[type[DomainError], str] = {
-    AudienceEmpty: "audience_empty",
-    InvalidTransition: "invalid_transition",
-    InvalidValue: "invalid_value",
-    MissingResults: "missing_results",
-    NotAllowed: "not_allowed",
-    NotAssignee: "not_assignee",
-    NoticeClosed: "notice_closed",
-    UnknownDepartment: "unknown_department",
-    UnknownNotice: "unknown_notice",
-    UnknownPerson: "unknown_person",
+ERROR_CODES: dict[type[errors.DomainError], str] = {
+    errors.AudienceEmpty: "audience_empty",
+    errors.InvalidTransition: "invalid_transition",
+    errors.InvalidValue: "invalid_value",
+    errors.MissingResults: "missing_results",
+    errors.NotAllowed: "not_allowed",
+    errors.NotAssignee: "not_assignee",
+    errors.NoticeClosed: "notice_closed",
+    errors.UnknownDepartment: "unknown_department",
+    errors.UnknownNotice: "unknown_notice",
+    errors.UnknownPerson: "unknown_person",
 }
 
 
-async def refused(db: Database, call: Call, error: type[DomainError]) -> DomainError:
+async def refused(db: Database, call: Call, error: type[errors.DomainError]) -> errors.DomainError:
     """Run a call that must be refused; even though the caller commits, nothing may change."""
     before = await snapshot(db)
-    caught: DomainError | None = None
+    caught: errors.DomainError | None = None
     async with db.transaction() as s:
         try:
             await call(s)
-        except DomainError as exc:
+        except errors.DomainError as exc:
             caught = exc
     assert caught is not None, f"expected {error.__name__}, nothing was raised"
     assert type(caught) is error, caught
@@ -338,10 +311,10 @@ async def refused(db: Database, call: Call, error: type[DomainError]) -> DomainE
     return caught
 
 
-async def bring_to(db: Database, actors: Actors, nid: int, state: AssignmentState) -> None:
+async def bring_to(db: Database, actors: Actors, nid: int, state: S) -> None:
     """Drive p001's assignment on a notice to a given state through the operations."""
     me = actors[ASSIGNEE]
-    steps: dict[AssignmentState, list[Op]] = {
+    steps: dict[S, list[Op]] = {
         S.PENDING: [],
         S.ACKNOWLEDGED: [_ack],
         S.IN_PROGRESS: [_progress],
@@ -429,7 +402,7 @@ async def test_forbidden_transitions_are_refused_and_change_nothing(
         error = await refused(
             db,
             as_call(OPS[op], nid, ASSIGNEE, actors[ASSIGNEE]),
-            InvalidTransition,
+            errors.InvalidTransition,
         )
 
         assert error.params["state"] == before.value, (op, before)
@@ -604,11 +577,13 @@ async def test_office_can_ack_for_someone_and_staff_cannot(db: Database, actors:
         lambda s: acknowledge(
             s, nid, ASSIGNEE, channel=Channel.GROUP, actor=actors["p004"], now=NOW
         ),
-        NotAllowed,
+        errors.NotAllowed,
     )
     assert error.params["action"] == "acknowledge"
     await refused(
-        db, lambda s: phone_ack(s, nid, ASSIGNEE, actor=actors[ASSIGNEE], now=NOW), NotAllowed
+        db,
+        lambda s: phone_ack(s, nid, ASSIGNEE, actor=actors[ASSIGNEE], now=NOW),
+        errors.NotAllowed,
     )
 
     change = await run(db, _phone, nid, ASSIGNEE, NOW, actors["p003"])
@@ -628,7 +603,7 @@ async def test_done_on_outcome_notice_needs_results(db: Database, actors: Actors
         error = await refused(
             db,
             as_call(_outcome_no_results, nid, ASSIGNEE, actors[ASSIGNEE]),
-            MissingResults,
+            errors.MissingResults,
         )
         assert error.params["notice_id"] == nid, before
 
@@ -678,7 +653,7 @@ async def test_excuse_refused_for_other_head_and_staff(db: Database, actors: Act
             partial(
                 excuse, notice_id=nid, person_id=ASSIGNEE, reason="病假", actor=actors[who], now=NOW
             ),
-            NotAllowed,
+            errors.NotAllowed,
         )
         assert error.params["action"] == "excuse", who
 
@@ -687,7 +662,7 @@ async def test_excuse_needs_a_reason(db: Database, actors: Actors) -> None:
     nid = await notice_for_p001(db)
 
     error = await refused(
-        db, lambda s: excuse(s, nid, ASSIGNEE, reason="  ", actor=CLI, now=NOW), InvalidValue
+        db, lambda s: excuse(s, nid, ASSIGNEE, reason="  ", actor=CLI, now=NOW), errors.InvalidValue
     )
     assert error.params["field"] == "reason"
 
@@ -704,7 +679,7 @@ async def test_office_only_operations_refuse_staff_and_heads(db: Database, actor
     }
     for action, call in calls.items():
         for who in ("p001", "p002", "p005"):
-            error = await refused(db, call(actors[who]), NotAllowed)
+            error = await refused(db, call(actors[who]), errors.NotAllowed)
             assert error.params == {"action": action, "needs": "office"}, who
 
 
@@ -750,7 +725,7 @@ async def test_progress_percent_out_of_range(db: Database, actors: Actors) -> No
                 actor=actors[ASSIGNEE],
                 now=NOW,
             ),
-            InvalidValue,
+            errors.InvalidValue,
         )
         assert error.params["field"] == "percent"
 
@@ -787,10 +762,10 @@ async def test_closing_a_notice_stops_everything(db: Database, actors: Actors, f
     )
 
     for name, op in OPS.items():
-        error = await refused(db, as_call(op, nid, ASSIGNEE, actors[ASSIGNEE]), NoticeClosed)
+        error = await refused(db, as_call(op, nid, ASSIGNEE, actors[ASSIGNEE]), errors.NoticeClosed)
         assert error.params["state"] == expected_state.value, name
     for again in (close_notice, cancel_notice):
-        await refused(db, partial(again, notice_id=nid, actor=CLI, now=NOW), NoticeClosed)
+        await refused(db, partial(again, notice_id=nid, actor=CLI, now=NOW), errors.NoticeClosed)
 
 
 async def test_only_the_office_closes_or_cancels(db: Database, actors: Actors) -> None:
@@ -800,7 +775,7 @@ async def test_only_the_office_closes_or_cancels(db: Database, actors: Actors) -
             await refused(
                 db,
                 partial(finisher, notice_id=nid, actor=actors[who], now=NOW),
-                NotAllowed,
+                errors.NotAllowed,
             )
     async with db.transaction() as s:
         notice = await close_notice(s, nid, actor=actors["p003"], now=NOW)
@@ -811,15 +786,19 @@ async def test_strangers_and_unknown_notices_are_refused(db: Database, actors: A
     nid = await notice_for_p001(db)
     for name, op in OPS.items():
         # p004 exists but is not an assignee of this notice.
-        error = await refused(db, as_call(op, nid, "p004", actors["p004"]), NotAssignee)
+        error = await refused(db, as_call(op, nid, "p004", actors["p004"]), errors.NotAssignee)
         assert error.params == {"notice_id": nid, "person_id": "p004"}, name
         # p999 is not in the directory at all.
-        error = await refused(db, as_call(op, nid, "p999", CLI), UnknownPerson)
+        error = await refused(db, as_call(op, nid, "p999", CLI), errors.UnknownPerson)
         assert error.params == {"person_ids": "p999"}, name
-        error = await refused(db, as_call(op, 9999, ASSIGNEE, actors[ASSIGNEE]), UnknownNotice)
+        error = await refused(
+            db, as_call(op, 9999, ASSIGNEE, actors[ASSIGNEE]), errors.UnknownNotice
+        )
         assert error.params == {"notice_id": 9999}, name
     for finisher in (close_notice, cancel_notice):
-        await refused(db, partial(finisher, notice_id=4242, actor=CLI, now=NOW), UnknownNotice)
+        await refused(
+            db, partial(finisher, notice_id=4242, actor=CLI, now=NOW), errors.UnknownNotice
+        )
 
 
 # --- creating notices and resolving audiences -----------------------------------------------
@@ -892,26 +871,19 @@ async def test_audiences_resolve_to_the_right_assignees(db: Database, actors: Ac
             assert await resolve_audience(s, audience) == expected, audience
         nid = await make_notice(db, T0, audience=audience)
         async with db.read() as s:
-            assigned = (
-                await s.scalars(
-                    select(Assignment.person_id)
-                    .where(Assignment.notice_id == nid)
-                    .order_by(Assignment.person_id)
-                )
-            ).all()
-        assert list(assigned) == expected, audience
+            assert await assignees(s, nid) == expected, audience
 
 
-BAD_AUDIENCES: list[tuple[Audience, type[DomainError], dict[str, str]]] = [
-    (Audience(), AudienceEmpty, {}),
-    (Audience(departments=("教研室",)), UnknownDepartment, {"departments": "教研室"}),
+BAD_AUDIENCES: list[tuple[Audience, type[errors.DomainError], dict[str, str]]] = [
+    (Audience(), errors.AudienceEmpty, {}),
+    (Audience(departments=("教研室",)), errors.UnknownDepartment, {"departments": "教研室"}),
     (
         Audience(departments=("督导科", "教研室", "人事科")),
-        UnknownDepartment,
+        errors.UnknownDepartment,
         {"departments": "人事科, 教研室"},
     ),
-    (Audience(people=("p001", "p404")), UnknownPerson, {"person_ids": "p404"}),
-    (Audience(all=True, people=("p404",)), UnknownPerson, {"person_ids": "p404"}),
+    (Audience(people=("p001", "p404")), errors.UnknownPerson, {"person_ids": "p404"}),
+    (Audience(all=True, people=("p404",)), errors.UnknownPerson, {"person_ids": "p404"}),
 ]
 
 
@@ -925,7 +897,9 @@ async def test_create_notice_refuses_a_bad_audience(db: Database, actors: Actors
 
 async def test_all_in_an_empty_directory_is_an_empty_audience(db: Database) -> None:
     await refused(
-        db, lambda s: create_notice(s, draft(Audience(all=True)), actor=CLI, now=T0), AudienceEmpty
+        db,
+        lambda s: create_notice(s, draft(Audience(all=True)), actor=CLI, now=T0),
+        errors.AudienceEmpty,
     )
 
 
@@ -945,7 +919,9 @@ async def test_create_notice_refuses_bad_fields(db: Database, actors: Actors) ->
         values: dict[str, Any] = {"title": "关于开展作风建设自查的通知", **fields}
         bad = NoticeDraft(audience=Audience(all=True), **values)
 
-        exc = await refused(db, partial(create_notice, draft=bad, actor=CLI, now=T0), InvalidValue)
+        exc = await refused(
+            db, partial(create_notice, draft=bad, actor=CLI, now=T0), errors.InvalidValue
+        )
 
         assert exc.params["field"] == field, fields
 
@@ -955,7 +931,7 @@ async def test_create_notice_needs_the_office_role(db: Database, actors: Actors)
         exc = await refused(
             db,
             partial(create_notice, draft=draft(Audience(all=True)), actor=actors[who], now=T0),
-            NotAllowed,
+            errors.NotAllowed,
         )
         assert exc.params == {"action": "create_notice", "needs": "office"}, who
 
@@ -987,11 +963,11 @@ class AssignmentModel:
         self.audit = 0
         self.acknowledged_now = False
 
-    def step(self, op: str, now: dt.datetime) -> type[DomainError] | None:
+    def step(self, op: str, now: dt.datetime) -> type[errors.DomainError] | None:
         """Apply one operation to the model; return the error it must raise, if any."""
         self.acknowledged_now = False
         if self.notice_state is not NoticeState.OPEN:
-            return NoticeClosed
+            return errors.NoticeClosed
         if op in ("close_notice", "cancel_notice"):
             self.notice_state = (
                 NoticeState.CLOSED if op == "close_notice" else NoticeState.CANCELLED
@@ -1004,9 +980,9 @@ class AssignmentModel:
         if state in NO_OP.get(name, set()):
             return None
         if state not in ALLOWED[name]:
-            return InvalidTransition
+            return errors.InvalidTransition
         if op == "outcome_no_results" and self.requires is Requires.OUTCOME:
-            return MissingResults
+            return errors.MissingResults
         self.acknowledged_now = name in ACK_CHANNEL and self.row["acknowledged_at"] is None
         self.row = expected_row(
             name, self.row, now=now, deadline=self.deadline, requires=self.requires
@@ -1030,7 +1006,7 @@ async def _perform(db: Database, op: str, nid: int, now: dt.datetime, me: Actor)
             if op == "outcome_no_results":
                 return await _outcome_no_results(s, nid, ASSIGNEE, now, me)
             return await OPS[op](s, nid, ASSIGNEE, now, me)
-    except DomainError as exc:
+    except errors.DomainError as exc:
         return exc
 
 
@@ -1067,7 +1043,7 @@ async def test_random_operation_sequences_follow_the_model(
         if expected_error is not None:
             assert type(result) is expected_error, (i, op, result)
         else:
-            assert not isinstance(result, DomainError), (i, op, result)
+            assert not isinstance(result, errors.DomainError), (i, op, result)
         if isinstance(result, Change):
             assert (result.before, result.after) == (before, model.row["state"]), (i, op)
             assert result.acknowledged_now is model.acknowledged_now, (i, op)
@@ -1081,7 +1057,7 @@ async def test_random_operation_sequences_follow_the_model(
             assert notice is not None
             audit_len = await s.scalar(select(func.count()).select_from(AuditEvent))
         assert notice.state is model.notice_state
-        assert row["outstanding"] is is_outstanding(notice.state, requires, row["state"])
+        assert row["outstanding"] is types.is_outstanding(notice.state, requires, row["state"])
         assert len(await replies(db, nid)) == model.replies
         assert len(await outcomes(db, nid)) == model.outcomes
         assert audit_len == audit_before + model.audit

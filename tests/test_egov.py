@@ -38,7 +38,7 @@ from storage.domain import Actor, Metric
 from storage.models import Assignment, Job, Notice, OutboxMessage, Person, PersonIdentity
 from storage.types import Channel, NoticeSource
 
-from support import actor_of, make_notice, seed_people, snapshot
+from support import actor_of, assignees, make_notice, seed_people, snapshot
 
 SECRET = "egov-test-secret-7d41c2e9"
 ENV = {"WORKBOT_EGOV_SECRET": SECRET}
@@ -633,17 +633,11 @@ async def test_a_created_notice_is_stored_and_posted_through_the_outbox(
         assert (notice.kind.value, notice.requires.value) == ("task", "outcome")
         assert notice.deadline == dt.datetime.fromisoformat(sent["deadline"])
         assert (notice.issuer_department, notice.issuer_name) == ("办公室", "王五")
-        assignees = (
-            await s.scalars(
-                select(Assignment.person_id)
-                .where(Assignment.notice_id == notice_id)
-                .order_by(Assignment.person_id)
-            )
-        ).all()
+        assigned = await assignees(s, notice_id)
         posts = (
             await s.scalars(select(OutboxMessage).where(OutboxMessage.notice_id == notice_id))
         ).all()
-    assert assignees == ["p001", "p002", "p003"]
+    assert assigned == ["p001", "p002", "p003"]
     assert [(p.purpose, p.target_key) for p in posts] == [("notice", "local:chat:main")]
     assert "关于报送作业管理自查情况的通知" in json.dumps(posts[0].payload, ensure_ascii=False)
     assert egov_warnings(caplog) == []
@@ -738,43 +732,22 @@ async def test_the_status_document_has_every_assignee_state(portal: Portal) -> N
     sent = payload(audience={"departments": ["基础教育科", "督导科"], "people": ["p003"]})
     notice_id = (await portal.post(sent)).doc["id"]
     now = dt.datetime.now(dt.UTC)
+    actors = {p: await actor_of(portal.db, p) for p in ("p001", "p002", "p004")}
     async with portal.db.transaction() as s:
         await domain.acknowledge(
-            s,
-            notice_id,
-            "p001",
-            channel=Channel.GROUP,
-            actor=await actor_of(portal.db, "p001"),
-            now=now,
+            s, notice_id, "p001", channel=Channel.GROUP, actor=actors["p001"], now=now
         )
         await domain.report_progress(
-            s,
-            notice_id,
-            "p002",
-            text="已完成初稿",
-            percent=60,
-            channel=Channel.DM,
-            actor=await actor_of(portal.db, "p002"),
-            now=now,
-        )
+            s, notice_id, "p002", text="已完成初稿", percent=60, channel=Channel.DM,
+            actor=actors["p002"], now=now,
+        )  # fmt: skip
         await domain.record_outcome(
-            s,
-            notice_id,
-            "p004",
-            measures=["组织自查", "召开专题会议"],
-            results="发文数量减少30%以上",
-            metrics=[Metric("发文数量", -30, "%")],
-            channel=Channel.BUTTON,
-            actor=await actor_of(portal.db, "p004"),
-            now=now,
-        )
+            s, notice_id, "p004", measures=["组织自查", "召开专题会议"],
+            results="发文数量减少30%以上", metrics=[Metric("发文数量", -30, "%")],
+            channel=Channel.BUTTON, actor=actors["p004"], now=now,
+        )  # fmt: skip
         await domain.acknowledge(
-            s,
-            notice_id,
-            "p005",
-            channel=Channel.PHONE,
-            actor=Actor.system("cli"),
-            now=now,
+            s, notice_id, "p005", channel=Channel.PHONE, actor=Actor.system("cli"), now=now
         )
     answer = await portal.get(notice_id)
     assert answer.status == 200, answer.text

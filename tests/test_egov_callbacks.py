@@ -7,6 +7,7 @@ import datetime as dt
 import json
 import time
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -77,6 +78,17 @@ def config(db: Database, callback_url: str) -> Any:
     return validate_config(raw, "<test>", ENVIRON)
 
 
+@asynccontextmanager
+async def serving(
+    db: Database, portal: FakePortal
+) -> AsyncIterator[tuple[web.Application, TestClient[Any, Any]]]:
+    """The app over the seeded directory, calling back to `portal`, and a client of it."""
+    await seed_people(db, dt.datetime.now(dt.UTC))
+    app = create_app(config(db, portal.url), ENVIRON)
+    async with TestClient(TestServer(app)) as client:
+        yield app, client
+
+
 async def post_notice(client: TestClient[Any, Any], external_id: str, **extra: Any) -> int:
     body = json.dumps(
         {
@@ -142,10 +154,8 @@ async def act(db: Database, notice_id: int, person_id: str, what: str) -> None:
 async def test_an_event_survives_two_receiver_errors_and_arrives_once_signed(
     db: Database, portal: FakePortal
 ) -> None:
-    await seed_people(db, dt.datetime.now(dt.UTC))
     portal.fail_first = 2
-    app = create_app(config(db, portal.url), ENVIRON)
-    async with TestClient(TestServer(app)) as client:
+    async with serving(db, portal) as (app, client):
         notice_id = await post_notice(client, "portal-2019-1234")
         await act(app[DATABASE], notice_id, "p001", "ack")
         await wait_for(lambda: len(portal.accepted) >= 1)
@@ -170,9 +180,7 @@ async def test_an_event_survives_two_receiver_errors_and_arrives_once_signed(
 async def test_the_whole_life_of_a_portal_notice_is_reported(
     db: Database, portal: FakePortal
 ) -> None:
-    await seed_people(db, dt.datetime.now(dt.UTC))
-    app = create_app(config(db, portal.url), ENVIRON)
-    async with TestClient(TestServer(app)) as client:
+    async with serving(db, portal) as (app, client):
         notice_id = await post_notice(client, "portal-2019-2000")
         same = app[DATABASE]  # the app's own handle: its commits wake the app's loops
         await act(same, notice_id, "p001", "ack")
@@ -207,11 +215,8 @@ async def test_notices_from_other_sources_send_no_callbacks(
 ) -> None:
     from support import make_notice
 
-    now = dt.datetime.now(dt.UTC)
-    await seed_people(db, now)
-    app = create_app(config(db, portal.url), ENVIRON)
-    async with TestClient(TestServer(app)):
-        notice_id = await make_notice(app[DATABASE], now)
+    async with serving(db, portal) as (app, _):
+        notice_id = await make_notice(app[DATABASE], dt.datetime.now(dt.UTC))
         await act(app[DATABASE], notice_id, "p001", "ack")
         await asyncio.sleep(0.5)
     assert portal.attempts == []
@@ -223,9 +228,7 @@ async def test_an_overdue_portal_notice_is_reported_at_its_deadline(
     from bot.appkeys import BOT
     from bot.core.feed import notice_overdue
 
-    await seed_people(db, dt.datetime.now(dt.UTC))
-    app = create_app(config(db, portal.url), ENVIRON)
-    async with TestClient(TestServer(app)) as client:
+    async with serving(db, portal) as (app, client):
         notice_id = await post_notice(client, "portal-2019-3000")
         async with db.read() as s:
             job = (await s.scalars(select(Job).where(Job.key == f"overdue:{notice_id}"))).one()

@@ -23,13 +23,7 @@ from bot import __version__
 from bot.app import create_app
 from bot.config import validate_config
 from bot.core import portal_signing as signing
-from bot.core.room import (
-    ActionResult,
-    DirectoryDoc,
-    LocalMessageDoc,
-    MessageCreated,
-    MessagesDoc,
-)
+from bot.core.room import ActionResult, DirectoryDoc, LocalMessageDoc, MessageCreated, MessagesDoc
 from bot.web import openapi
 from bot.web.egov import EgovNotice, NoticeCreated, NoticeStatusDoc
 from bot.web.openapi import HealthDoc, build_openapi
