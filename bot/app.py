@@ -202,7 +202,7 @@ async def workers_ctx(app: web.Application) -> AsyncIterator[None]:
             sender.wake()
         if "jobs" in topics:
             scheduler.wake()
-        if "audit" in topics:
+        if not topics.isdisjoint(feed.WAKE_TOPICS):
             audit_feed.wake()
 
     db.wake_listeners.append(wake)

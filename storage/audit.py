@@ -113,9 +113,15 @@ async def append(
     head.hash = event.hash
     await session.flush()
     # Feeds that follow the trail look again after the commit: in this process, and on
-    # PostgreSQL in every worker (the CLI is another process).
-    await Database.notify(session, "audit")
+    # PostgreSQL in every worker (the CLI is another process). The topic names the action,
+    # so a feed is woken only by what it follows (a new notice wakes none of them).
+    await Database.notify(session, topic(action))
     return event
+
+
+def topic(action: str) -> str:
+    """The wake-up topic an audit event of this action raises after its commit."""
+    return f"audit.{action}"
 
 
 @dataclass(frozen=True)

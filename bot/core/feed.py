@@ -165,6 +165,13 @@ TALLY_ACTIONS = frozenset(
 )
 
 
+# What wakes the feed: the topics of the actions it follows, and "audit" (anything may have
+# changed: another process committed on SQLite, seen through PRAGMA data_version).
+WAKE_TOPICS = frozenset(
+    {"audit", *(audit.topic(action) for action in TALLY_ACTIONS | ASSIGNMENT_EVENTS.keys())}
+)
+
+
 def notice_of(event: AuditEvent) -> int | None:
     """The notice an audit event is about, if any."""
     if event.entity == "notice":
