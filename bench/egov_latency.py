@@ -1006,16 +1006,16 @@ async def run_backend(backend: str, args: argparse.Namespace, workdir: Path) -> 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """The command line."""
-    parser = harness.bench_parser(
-        "E-gov end-to-end latency: signed POST /egov/v1/notices on an open-loop schedule "
-        "to a real `workbot serve`, until the notice's group post reaches a loopback "
-        "webhook receiver. Target p99 ≤ 50 ms at 50 notices/s. About 30 s per backend."
-    )
-    parser.add_argument("--rate", type=float, default=50.0, help="notices per second")
-    parser.add_argument("--duration", type=float, default=20.0, help="measured seconds")
-    parser.add_argument("--warmup", type=float, default=3.0, help="unmeasured seconds first")
-    parser.add_argument(
-        "--grace", type=float, default=15.0, help="seconds to wait for the last sends"
+    parser = harness.bench_parser(__doc__, runtime="about 30 s per backend")
+    harness.add_numbers(
+        parser,
+        ("--rate", 50.0, "notices per second"),
+        ("--duration", 20.0, "measured seconds"),
+        ("--warmup", 3.0, "unmeasured seconds first"),
+        ("--grace", 15.0, "seconds to wait for the last sends"),
+        ("--rate-count", 1000, "the webhook's published rate_count"),
+        ("--rate-per", 1.0, "the webhook's rate_per_seconds"),
+        ("--load-cpu", 1, "core of the load and receiver"),
     )
     parser.add_argument(
         "--pg",
@@ -1027,12 +1027,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--skip-sqlite", action="store_true", help="only run PostgreSQL")
     parser.add_argument(
-        "--rate-count", type=int, default=1000, help="the webhook's published rate_count"
-    )
-    parser.add_argument(
-        "--rate-per", type=float, default=1.0, help="the webhook's rate_per_seconds"
-    )
-    parser.add_argument(
         "--no-deadline",
         action="store_true",
         help="notices without a deadline (no reminder or escalation jobs are planned)",
@@ -1040,7 +1034,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--server-cpus", default="0", help="taskset core list of the server, e.g. 0 or 0,1"
     )
-    parser.add_argument("--load-cpu", type=int, default=1, help="core of the load and receiver")
     parser.add_argument(
         "--task-cpu",
         action="store_true",
@@ -1048,7 +1041,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "of task (the latency figures are then of the instrumented server)",
     )
     parser.add_argument("--keep", action="store_true", help="keep the work directories")
-    parser.add_argument("--json", type=Path, help="also write the figures to this JSON file")
     parser.add_argument(
         "--serve-task-cpu", nargs=2, metavar=("CONFIG", "OUT"), help=argparse.SUPPRESS
     )

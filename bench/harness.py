@@ -161,18 +161,41 @@ async def running(
 # --------------------------------------------------------------------------- command lines
 
 
-def bench_parser(description: str) -> argparse.ArgumentParser:
-    """An argument parser whose --help shows the defaults."""
-    return argparse.ArgumentParser(
-        description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """--help shows the defaults, and the module docstring as it is written."""
+
+
+def bench_parser(doc: str | None, runtime: str | None = None) -> argparse.ArgumentParser:
+    """An argument parser for a bench script: its module docstring as the description,
+    the expected runtime (if given) below the options, --help showing the defaults, and the
+    --json option that every bench has."""
+    parser = argparse.ArgumentParser(
+        description=doc,
+        epilog=f"Expected runtime with the defaults: {runtime}." if runtime else None,
+        formatter_class=_HelpFormatter,
     )
+    parser.add_argument("--json", type=Path, metavar="FILE", help="also write the figures as JSON")
+    return parser
 
 
-def add_pg_url(parser: argparse.ArgumentParser, default: str, env: str) -> None:
-    """--pg-url: the bench's PostgreSQL database, defaulting to $env or `default`."""
+def add_numbers(parser: argparse.ArgumentParser, *options: tuple[str, float, str]) -> None:
+    """Numeric options, each `(flag, default, help)`; a value has the type of its default
+    (`int` or `float`)."""
+    for flag, default, help_text in options:
+        parser.add_argument(flag, type=type(default), default=default, help=help_text)
+
+
+def add_databases(
+    parser: argparse.ArgumentParser, pg_url: str, env: str, *, both: bool = False
+) -> None:
+    """--backend: sqlite (the default) or postgresql, or with `both` also both (then the
+    default); and --pg-url: the bench's PostgreSQL database, defaulting to $env or `pg_url`."""
+    choices = ("sqlite", "postgresql", "both") if both else ("sqlite", "postgresql")
+    default = "both" if both else "sqlite"
+    parser.add_argument("--backend", choices=choices, default=default, help="database")
     parser.add_argument(
         "--pg-url",
-        default=os.environ.get(env, default),
+        default=os.environ.get(env, pg_url),
         help="PostgreSQL URL (database must be named workbot_bench*; created if missing); "
         f"env {env}",
     )

@@ -762,16 +762,17 @@ def measure(args: argparse.Namespace, workdir: Path) -> int:
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     """The command line."""
-    parser = argparse.ArgumentParser(
-        description=__doc__.splitlines()[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    parser = harness.bench_parser(__doc__, runtime="about 75 s")
+    harness.add_numbers(
+        parser,
+        ("--duration", 10.0, "seconds per round"),
+        ("--rounds", 3, "rounds per server"),
+        ("--connections", 32, "wrk connections"),
+        ("--warmup", 3.0, "warm-up seconds per server"),
+        ("--server-cpu", 0, "core for both servers"),
+        ("--load-cpu", 1, "core for wrk"),
+        ("--top", 25, "hotspots to show with --py-spy"),
     )
-    parser.add_argument("--duration", type=float, default=10.0, help="seconds per round")
-    parser.add_argument("--rounds", type=int, default=3, help="rounds per server")
-    parser.add_argument("--connections", type=int, default=32, help="wrk connections")
-    parser.add_argument("--warmup", type=float, default=3.0, help="warm-up seconds per server")
-    parser.add_argument("--server-cpu", type=int, default=0, help="core for both servers")
-    parser.add_argument("--load-cpu", type=int, default=1, help="core for wrk")
     parser.add_argument("--wrk", default="wrk", help="the wrk binary")
     parser.add_argument(
         "--people", type=Path, default=ROOT / "examples" / "people.csv", help="directory CSV"
@@ -788,9 +789,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default="active",
         help="active: every running thread, per thread; gil: only the GIL holder (Python CPU)",
     )
-    parser.add_argument("--top", type=int, default=25, help="hotspots to show with --py-spy")
     parser.add_argument("--keep", action="store_true", help="keep the work dir (logs, db, wrk)")
-    parser.add_argument("--json", type=Path, metavar="FILE", help="also write the runs as JSON")
     args = parser.parse_args(argv)
     if args.rounds < 1 or args.duration <= 0 or args.connections < 1 or args.warmup <= 0:
         parser.error("--rounds, --duration, --connections and --warmup must be positive")

@@ -1223,30 +1223,33 @@ async def run_backend(backend: str, args: argparse.Namespace, spec: Spec, workdi
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """The command line."""
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    p.add_argument("--backend", choices=("sqlite", "postgresql", "both"), default="both")
-    p.add_argument("--notices", type=int, default=10_000, help="bulk notices (10000)")
-    p.add_argument("--people", type=int, default=300, help="assignees of every bulk notice (300)")
-    p.add_argument(
-        "--directory",
-        type=int,
-        default=1_000,
-        help="people in the directory, i.e. the audience of the created notice (1000)",
+    p = harness.bench_parser(
+        __doc__, runtime="about 4-5 minutes for both backends, most of it building"
     )
-    p.add_argument("--open", type=int, default=300, help="open notices among the bulk (300)")
-    p.add_argument("--pending-calls", type=int, default=2_000)
-    p.add_argument("--status-calls", type=int, default=2_000, help="half open, half closed")
-    p.add_argument("--creations", type=int, default=20, help="timed create_notice calls (20)")
-    p.add_argument("--seed", type=int, default=20261127)
-    p.add_argument("--batch", type=int, default=200, help="notices per load batch")
-    p.add_argument("--pg-dsn", default=DEFAULT_PG_DSN)
+    p.add_argument("--backend", choices=("sqlite", "postgresql", "both"), default="both")
+    harness.add_numbers(
+        p,
+        ("--notices", 10_000, "bulk notices"),
+        ("--people", 300, "assignees of every bulk notice"),
+        ("--directory", 1_000, "people in the directory, i.e. the audience of the created notice"),
+        ("--open", 300, "open notices among the bulk"),
+        ("--pending-calls", 2_000, "timed pending_for calls"),
+        ("--status-calls", 2_000, "timed status calls, half open, half closed"),
+        ("--creations", 20, "timed create_notice calls"),
+        ("--seed", 20261127, "random seed of the dataset and the calls"),
+        ("--batch", 200, "notices per load batch"),
+    )
+    p.add_argument(
+        "--pg-dsn",
+        default=DEFAULT_PG_DSN,
+        help="PostgreSQL URL (a workbot_bench* database, dropped and recreated unless --reuse)",
+    )
     p.add_argument("--workdir", type=Path, help="where the SQLite file lives (default: a temp dir)")
     p.add_argument(
         "--reuse",
         action="store_true",
         help="keep a dataset built earlier with the same shape (SQLite needs --workdir)",
     )
-    p.add_argument("--json", type=Path, help="also write the results as JSON here")
     args = p.parse_args(argv)
     if args.directory < args.people:
         p.error("--directory must be at least --people")

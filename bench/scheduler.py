@@ -449,31 +449,22 @@ def bound_seconds(args: argparse.Namespace, backends: Sequence[str]) -> float:
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """The command line."""
     parser = harness.bench_parser(
-        "Scheduler benchmark: idle CPU (target ≤ 1 % of a core) and firing lag "
-        "(target p99 ≤ 1 s) of a real Scheduler.run() with 100k scheduled jobs, on "
-        "SQLite and PostgreSQL. Expected runtime with the defaults: about 2 minutes "
-        "per backend (the bound is printed at start)."
+        __doc__, runtime="about 2 minutes per backend (the bound is printed at start)"
     )
-    parser.add_argument(
-        "--backend", choices=("sqlite", "postgresql", "both"), default="both", help="backends"
+    harness.add_databases(parser, DEFAULT_PG_URL, "WORKBOT_BENCH_SCHED_PG", both=True)
+    harness.add_numbers(
+        parser,
+        ("--jobs", 100_000, "scheduled jobs to load"),
+        ("--idle-seconds", 60.0, "idle CPU window (at least 30)"),
+        ("--lag-jobs", 200, "probe jobs for firing lag"),
+        ("--lag-window", 30.0, "probes fall due over this many seconds"),
+        (
+            "--max-idle",
+            0.0,
+            "Scheduler max_idle in seconds (0: the app's, 60 on SQLite and 600 on PostgreSQL)",
+        ),
+        ("--seed", 7, "random seed"),
     )
-    harness.add_pg_url(parser, DEFAULT_PG_URL, "WORKBOT_BENCH_SCHED_PG")
-    parser.add_argument("--jobs", type=int, default=100_000, help="scheduled jobs to load")
-    parser.add_argument(
-        "--idle-seconds", type=float, default=60.0, help="idle CPU window (at least 30)"
-    )
-    parser.add_argument("--lag-jobs", type=int, default=200, help="probe jobs for firing lag")
-    parser.add_argument(
-        "--lag-window", type=float, default=30.0, help="probes fall due over this many seconds"
-    )
-    parser.add_argument(
-        "--max-idle",
-        type=float,
-        default=0.0,
-        help="Scheduler max_idle in seconds (0: the app's, 60 on SQLite and 600 on PostgreSQL)",
-    )
-    parser.add_argument("--seed", type=int, default=7, help="random seed")
-    parser.add_argument("--json", type=Path, help="also write the figures to this JSON file")
     args = parser.parse_args(argv)
     if args.idle_seconds < 30:
         parser.error("--idle-seconds must be at least 30")

@@ -290,43 +290,29 @@ def render(results: Sequence[Result]) -> str:
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """The command line."""
     parser = harness.bench_parser(
-        "Sender benchmark: a real OutboxSender.run() against a loopback webhook fake that "
-        "enforces a sliding-window limit; reports the share of the allowance used "
-        "(target ≥ 95 %) and 429 rejections (target 0). Expected runtime with the "
-        "defaults: about 3.5 minutes (the bound is printed at start)."
+        __doc__, runtime="about 3.5 minutes (the bound is printed at start)"
     )
     parser.add_argument(
         "--variant", choices=("minute", "second", "both"), default="both", help="which limits"
     )
-    parser.add_argument(
-        "--backend", choices=("sqlite", "postgresql"), default="sqlite", help="database"
-    )
-    harness.add_pg_url(parser, DEFAULT_PG_URL, "WORKBOT_BENCH_SENDER_PG")
-    parser.add_argument(
-        "--minute-seconds", type=float, default=180.0, help="window of the 20/min variant"
-    )
-    parser.add_argument(
-        "--minute-messages", type=int, default=80, help="backlog of the 20/min variant"
-    )
-    parser.add_argument(
-        "--second-seconds", type=float, default=20.0, help="window of the 20/s variant"
-    )
-    parser.add_argument(
-        "--second-messages", type=int, default=500, help="backlog of the 20/s variant"
+    harness.add_databases(parser, DEFAULT_PG_URL, "WORKBOT_BENCH_SENDER_PG")
+    harness.add_numbers(
+        parser,
+        ("--minute-seconds", 180.0, "window of the 20/min variant"),
+        ("--minute-messages", 80, "backlog of the 20/min variant"),
+        ("--second-seconds", 20.0, "window of the 20/s variant"),
+        ("--second-messages", 500, "backlog of the 20/s variant"),
     )
     parser.add_argument(
         "--rate-margin",
         type=float,
-        default=None,
         help="override RetryPolicy.rate_margin in seconds (default: the app's RetryPolicy)",
     )
     parser.add_argument(
         "--rate-margin-share",
         type=float,
-        default=None,
         help="override RetryPolicy.rate_margin_share (default: the app's RetryPolicy)",
     )
-    parser.add_argument("--json", type=Path, help="also write the figures to this JSON file")
     args = parser.parse_args(argv)
     if min(args.minute_seconds, args.second_seconds) <= 0:
         parser.error("windows must be positive")

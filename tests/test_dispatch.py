@@ -21,10 +21,10 @@ from handlers.dispatch import Dispatcher
 from handlers.router import Router
 from storage.db import Database
 from storage.domain import Actor, Audience, NoticeDraft
-from storage.models import Assignment, NoticeMessage, OutboxMessage
+from storage.models import NoticeMessage, OutboxMessage
 from storage.types import AssignmentState, Channel, InboundStatus
 
-from support import seed_people
+from support import assignment, seed_people
 
 NOW = dt.datetime(2026, 11, 27, 2, 0, tzinfo=dt.UTC)
 NAMES = ("张三", "李四", "王五", "赵六", "钱七")
@@ -124,14 +124,7 @@ async def test_a_check_mark_reaction_on_the_notice_acks_and_elsewhere_is_ignored
     assert (await d.handle(react(1, "👍", "somewhere-else"))).note == "reaction"
     assert (await d.handle(react(2, "😂", "m-1"))).note == "chatter"
     assert (await d.handle(react(3, "✅", "m-1"))).note == "ack"
-    async with db.read() as s:
-        a = (
-            await s.scalars(
-                select(Assignment).where(
-                    Assignment.notice_id == notice_id, Assignment.person_id == "p001"
-                )
-            )
-        ).one()
+    a = await assignment(db, notice_id, "p001")
     assert (a.state, a.ack_channel) == (AssignmentState.ACKNOWLEDGED, Channel.REACTION)
 
 

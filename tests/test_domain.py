@@ -235,6 +235,16 @@ async def stored(db: Database, notice_id: int, person_id: str = ASSIGNEE) -> dic
     return _columns(await assignment(db, notice_id, person_id))
 
 
+async def assert_stored(
+    db: Database, notice_id: int, context: object = None, /, **expected: object
+) -> dict[str, Any]:
+    """Assert that ASSIGNEE's stored assignment has these column values (`context`, if given,
+    says which case failed); the whole row."""
+    row = await stored(db, notice_id)
+    assert {name: row[name] for name in expected} == expected, context
+    return row
+
+
 Row = TypeVar("Row", Reply, Outcome)
 
 
@@ -442,12 +452,13 @@ async def test_ack_records_its_channel_and_is_idempotent(db: Database, actors: A
                 s, nid, ASSIGNEE, channel=channel, actor=actors[ASSIGNEE], now=NOW, message_ref="m1"
             )
         assert (first.changed, first.acknowledged_now, first.late) == (True, True, False)
-        row = await stored(db, nid)
-        assert (row["state"], row["ack_channel"], row["acknowledged_at"], row["outstanding"]) == (
-            S.ACKNOWLEDGED,
-            channel,
-            NOW,
-            False,
+        row = await assert_stored(
+            db,
+            nid,
+            state=S.ACKNOWLEDGED,
+            ack_channel=channel,
+            acknowledged_at=NOW,
+            outstanding=False,
         )
         [reply] = await replies(db, nid)
         assert (reply.kind, reply.channel, reply.message_ref, reply.actor) == (
@@ -479,8 +490,7 @@ async def test_ack_after_the_deadline_is_late(db: Database, actors: Actors) -> N
         change = await run(db, _ack, nid, ASSIGNEE, at, actors[ASSIGNEE])
 
         assert change.late is late, minutes_after
-        row = await stored(db, nid)
-        assert (row["late"], row["acknowledged_at"]) == (late, at), minutes_after
+        await assert_stored(db, nid, minutes_after, late=late, acknowledged_at=at)
         assert (await audit_tail(db))[-1].data["late"] is late, minutes_after
 
 
@@ -492,12 +502,9 @@ async def test_implied_ack_after_the_deadline_is_late(db: Database, actors: Acto
         change = await run(db, OPS[op], nid, ASSIGNEE, NOW, actors[ASSIGNEE])
 
         assert (change.late, change.acknowledged_now) == (True, True), op
-        row = await stored(db, nid)
-        assert (row["late"], row["acknowledged_at"], row["ack_channel"]) == (
-            True,
-            NOW,
-            ACK_CHANNEL[op],
-        ), op
+        await assert_stored(
+            db, nid, op, late=True, acknowledged_at=NOW, ack_channel=ACK_CHANNEL[op]
+        )
 
 
 async def test_late_flag_is_kept_from_the_first_ack(db: Database, actors: Actors) -> None:
@@ -508,12 +515,8 @@ async def test_late_flag_is_kept_from_the_first_ack(db: Database, actors: Actors
     change = await run(db, _outcome, nid, ASSIGNEE, NOW, actors[ASSIGNEE])
 
     assert change.late is False
-    row = await stored(db, nid)
-    assert (row["late"], row["acknowledged_at"], row["ack_channel"], row["done_at"]) == (
-        False,
-        PATH_AT,
-        Channel.BUTTON,
-        NOW,
+    await assert_stored(
+        db, nid, late=False, acknowledged_at=PATH_AT, ack_channel=Channel.BUTTON, done_at=NOW
     )
 
 
@@ -561,11 +564,8 @@ async def test_ack_after_an_excuse_keeps_the_first_ack(db: Database, actors: Act
 
     assert (change.before, change.after) == (S.EXCUSED, S.ACKNOWLEDGED)
     assert change.acknowledged_now is False
-    row = await stored(db, nid)
-    assert (row["state"], row["acknowledged_at"], row["ack_channel"]) == (
-        S.ACKNOWLEDGED,
-        PATH_AT,
-        Channel.BUTTON,
+    await assert_stored(
+        db, nid, state=S.ACKNOWLEDGED, acknowledged_at=PATH_AT, ack_channel=Channel.BUTTON
     )
 
 
@@ -629,13 +629,15 @@ async def test_excuse_by_office_or_own_head(db: Database, actors: Actors) -> Non
             change = await excuse(s, nid, ASSIGNEE, reason="  出差  ", actor=excuser, now=NOW)
 
         assert (change.before, change.after) == (S.PENDING, S.EXCUSED), excuser
-        row = await stored(db, nid)
-        assert (row["state"], row["excused_at"], row["excuse_reason"], row["outstanding"]) == (
-            S.EXCUSED,
-            NOW,
-            "出差",
-            False,
-        ), excuser
+        await assert_stored(
+            db,
+            nid,
+            excuser,
+            state=S.EXCUSED,
+            excused_at=NOW,
+            excuse_reason="出差",
+            outstanding=False,
+        )
         event = (await audit_tail(db))[-1]
         assert (event.action, event.actor, event.data["reason"]) == (
             "assignment.excuse",
@@ -686,12 +688,8 @@ async def test_office_only_operations_refuse_staff_and_heads(db: Database, actor
 async def test_return_then_rework(db: Database, actors: Actors) -> None:
     nid = await notice_for_p001(db)
     await bring_to(db, actors, nid, S.RETURNED)
-    row = await stored(db, nid)
-    assert (row["done_at"], row["returned_at"], row["return_reason"], row["outstanding"]) == (
-        None,
-        PATH_AT,
-        "缺少数据",
-        True,
+    await assert_stored(
+        db, nid, done_at=None, returned_at=PATH_AT, return_reason="缺少数据", outstanding=True
     )
 
     await run(db, _progress, nid, ASSIGNEE, NOW, actors[ASSIGNEE])
@@ -700,12 +698,8 @@ async def test_return_then_rework(db: Database, actors: Actors) -> None:
     await run(db, _outcome, nid, ASSIGNEE, later, actors[ASSIGNEE])
     await run(db, _verify, nid, ASSIGNEE, later, actors[ASSIGNEE])
 
-    row = await stored(db, nid)
-    assert (row["state"], row["done_at"], row["verified_at"], row["outstanding"]) == (
-        S.VERIFIED,
-        later,
-        later,
-        False,
+    await assert_stored(
+        db, nid, state=S.VERIFIED, done_at=later, verified_at=later, outstanding=False
     )
     assert len(await outcomes(db, nid)) == 2
 

@@ -120,6 +120,18 @@ class Reported:
             (self.today + dt.timedelta(days=1)).isoformat(),
         )
 
+    async def export(self, fmt: str, *, capsys: pytest.CaptureFixture[str]) -> Path:
+        """Write the report of period() as `fmt` with -o to report.<fmt> in the work dir; that
+        file (the command must succeed)."""
+        since, until = self.period()
+        target = self.workdir / f"report.{fmt}"
+        code, _, err = await self.run(
+            "report", "--since", since, "--until", until, "--format", fmt, "-o", str(target),
+            capsys=capsys,
+        )  # fmt: skip
+        assert code == 0, err
+        return target
+
     async def outcomes(self) -> list[tuple[str, Outcome]]:
         """(person id, outcome) in outcome id order."""
         async with self.db.read() as s:
@@ -223,13 +235,7 @@ async def test_docx_has_headings_and_list_styles(
     reported: Reported, capsys: pytest.CaptureFixture[str]
 ) -> None:
     since, until = reported.period()
-    target = reported.workdir / "report.docx"
-    code, out, err = await reported.run(
-        "report", "--since", since, "--until", until, "--format", "docx", "-o", str(target),
-        capsys=capsys,
-    )  # fmt: skip
-    assert code == 0, err
-    document = docx.Document(str(target))
+    document = docx.Document(str(await reported.export("docx", capsys=capsys)))
     paragraphs = document.paragraphs
     by_style: dict[str, list[str]] = {}
     for p in paragraphs:
@@ -278,13 +284,7 @@ async def test_csv_and_json_export_one_row_per_outcome(
     first, second = reported.notices
     outcomes = await reported.outcomes()
 
-    target = reported.workdir / "report.csv"
-    code, _, err = await reported.run(
-        "report", "--since", since, "--until", until, "--format", "csv", "-o", str(target),
-        capsys=capsys,
-    )  # fmt: skip
-    assert code == 0, err
-    raw = target.read_bytes()
+    raw = (await reported.export("csv", capsys=capsys)).read_bytes()
     assert raw.startswith(b"\xef\xbb\xbf")  # UTF-8 with BOM, for Excel
     table = list(csv.DictReader(io.StringIO(raw.decode("utf-8-sig"), newline="")))
     assert list(table[0]) == list(FIELDS)

@@ -247,13 +247,24 @@ def by_row(outcomes: list[Outcome]) -> dict[int, list[str]]:
     return dict(result)
 
 
+@pytest.fixture
+def clock() -> ManualClock:
+    """The test's clock, at T0 until the test moves it."""
+    return ManualClock()
+
+
+@pytest.fixture
+def sender(db: Database, harness: Harness, clock: ManualClock) -> OutboxSender:
+    """A sender for the harness's platform on the test's clock, with the default test policy."""
+    return make_sender(db, harness, clock)
+
+
 # -- retries, order and backoff -------------------------------------------------------
 
 
 async def test_an_outage_then_recovery_delivers_everything_in_order_with_backoff(
-    db: Database, harness: Harness
+    db: Database, harness: Harness, clock: ManualClock
 ) -> None:
-    clock = ManualClock()
     policy = RetryPolicy(max_attempts=10, base=2.0, cap=60.0)
     sender = make_sender(db, harness, clock, policy=policy)
     targets = [harness.target("chat", "main"), harness.target("person", "p001")]
@@ -305,9 +316,9 @@ async def test_an_outage_then_recovery_delivers_everything_in_order_with_backoff
             assert waits[-1] > waits[0] * 2
 
 
-async def test_a_429_retry_after_is_honoured(db: Database, harness: Harness) -> None:
-    clock = ManualClock()
-    sender = make_sender(db, harness, clock)
+async def test_a_429_retry_after_is_honoured(
+    db: Database, harness: Harness, clock: ManualClock, sender: OutboxSender
+) -> None:
     rid = await put(db, harness.target("chat", "main"), "k", "hello", T0)
     harness.rate_limited_once(30)
     assert [o.result for o in await sender.run_once()] == ["retry"]
@@ -324,10 +335,8 @@ async def test_a_429_retry_after_is_honoured(db: Database, harness: Harness) -> 
 
 
 async def test_a_permanent_error_is_dead_after_one_attempt_and_retry_dead_delivers_it(
-    db: Database, harness: Harness
+    db: Database, harness: Harness, clock: ManualClock, sender: OutboxSender
 ) -> None:
-    clock = ManualClock()
-    sender = make_sender(db, harness, clock)
     bad = await put(db, harness.target("person", "p404"), "bad", "to nobody", T0)
     good = await put(db, harness.target("chat", "main"), "good", "to the group", T0)
     harness.reject("p404")
@@ -352,9 +361,8 @@ async def test_a_permanent_error_is_dead_after_one_attempt_and_retry_dead_delive
 
 
 async def test_max_attempts_dead_letters_a_row_that_keeps_failing(
-    db: Database, harness: Harness
+    db: Database, harness: Harness, clock: ManualClock
 ) -> None:
-    clock = ManualClock()
     sender = make_sender(db, harness, clock, policy=RetryPolicy(max_attempts=4, base=2.0))
     rid = await put(db, harness.target("chat", "main"), "k", "hello", T0)
     harness.down()
@@ -371,10 +379,8 @@ async def test_max_attempts_dead_letters_a_row_that_keeps_failing(
 
 
 async def test_an_edit_in_the_same_chat_follows_its_original(
-    db: Database, harness: Harness
+    db: Database, harness: Harness, sender: OutboxSender
 ) -> None:
-    clock = ManualClock()
-    sender = make_sender(db, harness, clock)
     chat = harness.target("chat", "main")
     original = await put(db, chat, "post", "已确认 0/5", T0)
     edit = await put(db, chat, "tally:1", "已确认 1/5", T0, edit_of_id=original)
@@ -385,15 +391,18 @@ async def test_an_edit_in_the_same_chat_follows_its_original(
     assert (await load(db, edit)).platform_message_id == message_id
 
 
+async def card_and_edit(db: Database, h: Harness, person_id: str) -> tuple[int, int]:
+    """A card to a person ("请确认") and its edit ("已确认") queued in the cards chat: the
+    (original, edit) rows."""
+    original = await put(db, h.target("person", person_id), "card", "请确认", T0)
+    edit = await put(db, h.target("chat", "cards"), "card:acked", "已确认", T0, edit_of_id=original)
+    return original, edit
+
+
 async def test_an_edit_waits_for_its_original_and_uses_its_message_id(
-    db: Database, harness: Harness
+    db: Database, harness: Harness, clock: ManualClock, sender: OutboxSender
 ) -> None:
-    clock = ManualClock()
-    sender = make_sender(db, harness, clock)
-    original = await put(db, harness.target("person", "p001"), "card", "请确认", T0)
-    edit = await put(
-        db, harness.target("chat", "cards"), "card:acked", "已确认", T0, edit_of_id=original
-    )
+    original, edit = await card_and_edit(db, harness, "p001")
     harness.unavailable(1)
     assert by_row(await sender.run_once()) == {original: ["retry"], edit: ["deferred"]}
     assert harness.calls() == 1  # the edit did not reach the platform
@@ -407,13 +416,10 @@ async def test_an_edit_waits_for_its_original_and_uses_its_message_id(
         assert harness.fake.current[message_id]["text"] == "已确认"
 
 
-async def test_an_edit_of_a_dead_original_is_dead_too(db: Database, harness: Harness) -> None:
-    clock = ManualClock()
-    sender = make_sender(db, harness, clock)
-    original = await put(db, harness.target("person", "p404"), "card", "请确认", T0)
-    edit = await put(
-        db, harness.target("chat", "cards"), "card:acked", "已确认", T0, edit_of_id=original
-    )
+async def test_an_edit_of_a_dead_original_is_dead_too(
+    db: Database, harness: Harness, clock: ManualClock, sender: OutboxSender
+) -> None:
+    original, edit = await card_and_edit(db, harness, "p404")
     harness.reject("p404")
     outcomes = by_row(await drain(db, sender, clock))
     assert outcomes[original] == ["dead"]
@@ -425,9 +431,9 @@ async def test_an_edit_of_a_dead_original_is_dead_too(db: Database, harness: Har
 # -- idempotency ----------------------------------------------------------------------
 
 
-async def test_the_idempotency_key_reaches_the_platform(db: Database, harness: Harness) -> None:
-    clock = ManualClock()
-    sender = make_sender(db, harness, clock)
+async def test_the_idempotency_key_reaches_the_platform(
+    db: Database, harness: Harness, clock: ManualClock, sender: OutboxSender
+) -> None:
     rid = await put(db, harness.target("chat", "main"), "notice:7:post", "hello", T0)
     await drain(db, sender, clock)
     [(_, _, key, message_id)] = harness.delivered()
@@ -438,8 +444,9 @@ async def test_the_idempotency_key_reaches_the_platform(db: Database, harness: H
         assert request.headers["Idempotency-Key"] == "notice:7:post"
 
 
-async def test_a_lost_reply_is_retried_with_the_same_key_and_not_doubled(db: Database) -> None:
-    clock = ManualClock()
+async def test_a_lost_reply_is_retried_with_the_same_key_and_not_doubled(
+    db: Database, clock: ManualClock
+) -> None:
     async with FakeWebhook(token=TOKEN) as fake:
         platform = WebhookPlatform(fast(fake.url), TOKEN)
         h = Harness(platform, fake=fake)
@@ -455,8 +462,9 @@ async def test_a_lost_reply_is_retried_with_the_same_key_and_not_doubled(db: Dat
     assert (await load(db, rid)).platform_message_id == accepted.message_id
 
 
-async def test_a_cancelled_sender_waits_for_every_delivery_to_stop(db: Database) -> None:
-    clock = ManualClock()
+async def test_a_cancelled_sender_waits_for_every_delivery_to_stop(
+    db: Database, clock: ManualClock
+) -> None:
     started: list[str] = []
     stopped: list[str] = []
     both_started = asyncio.Event()
@@ -490,8 +498,9 @@ async def test_a_cancelled_sender_waits_for_every_delivery_to_stop(db: Database)
 
 
 @pytest.mark.parametrize("fails", [False, True])
-async def test_a_worker_that_lost_its_lease_records_nothing(db: Database, fails: bool) -> None:
-    clock = ManualClock()
+async def test_a_worker_that_lost_its_lease_records_nothing(
+    db: Database, fails: bool, clock: ManualClock
+) -> None:
 
     class Stalling(MemoryPlatform):
         async def send(self, delivery: Delivery) -> SendResult:
@@ -518,8 +527,9 @@ async def test_a_worker_that_lost_its_lease_records_nothing(db: Database, fails:
 # -- rate limits ----------------------------------------------------------------------
 
 
-async def test_a_refused_limit_does_not_use_up_another_limits_slot(db: Database) -> None:
-    clock = ManualClock()
+async def test_a_refused_limit_does_not_use_up_another_limits_slot(
+    db: Database, clock: ManualClock
+) -> None:
     shared = RateLimit("memory:app", 10, 60.0)
     per_chat = RateLimit("memory:chat", 1, 60.0)
 
@@ -540,8 +550,9 @@ async def test_a_refused_limit_does_not_use_up_another_limits_slot(db: Database)
     assert {first, second} == set(results)
 
 
-async def test_a_slow_sends_slot_counts_from_when_the_platform_answered(db: Database) -> None:
-    clock = ManualClock()
+async def test_a_slow_sends_slot_counts_from_when_the_platform_answered(
+    db: Database, clock: ManualClock
+) -> None:
 
     def slow(_operation: str, _delivery: Delivery) -> BaseException | None:
         clock.advance(3)  # the request takes 3 s to reach the platform and come back
@@ -905,8 +916,7 @@ async def test_webhook_platform_closes_only_the_session_it_owns(fake: FakeWebhoo
 # -- the in-memory platform -----------------------------------------------------------
 
 
-async def test_memory_platform_records_and_scripts() -> None:
-    clock = ManualClock()
+async def test_memory_platform_records_and_scripts(clock: ManualClock) -> None:
     memory = MemoryPlatform(clock=clock, rate_limits=[RateLimit("memory:x", 1, 1.0)])
     assert isinstance(memory, Platform)
     memory.fail_next(RetryLater("HTTP 503"), PermanentError("HTTP 400"))

@@ -162,6 +162,16 @@ def card(task_id: str, touser: str = "zhangsan", **changes: Any) -> dict[str, An
     }
 
 
+def envelope(user: str, msg_type: str, clock: ManualClock) -> dict[str, str]:
+    """The fields every callback from the fake starts with: to our corp, from `user`, now."""
+    return {
+        "ToUserName": CORP,
+        "FromUserName": user,
+        "CreateTime": str(int(clock())),
+        "MsgType": msg_type,
+    }
+
+
 def chinese(n_bytes: int) -> str:
     """Text of exactly n_bytes UTF-8 bytes, mostly three-byte Chinese characters."""
     body = "通" * (n_bytes // 3)
@@ -381,10 +391,7 @@ async def test_click_code_updates_the_card_once(
     clock.advance(30)
     fields = fake.click("zhangsan", "n12-zhangsan", "ack:12")
     assert fields == {
-        "ToUserName": CORP,
-        "FromUserName": "zhangsan",
-        "CreateTime": str(int(clock())),
-        "MsgType": "event",
+        **envelope("zhangsan", "event", clock),
         "Event": "template_card_event",
         "EventKey": "ack:12",
         "TaskId": "n12-zhangsan",
@@ -479,10 +486,7 @@ async def test_text_message_fields_and_xml(fake: FakeWecom, clock: ManualClock) 
     first = fake.text_message("ChenJiaShun", "收到 #12")
     second = fake.text_message("ChenJiaShun", "收到 #12")
     assert first == {
-        "ToUserName": CORP,
-        "FromUserName": "ChenJiaShun",
-        "CreateTime": str(int(clock())),
-        "MsgType": "text",
+        **envelope("ChenJiaShun", "text", clock),
         "Content": "收到 #12",
         "MsgId": first["MsgId"],
         "AgentID": str(AGENT),
