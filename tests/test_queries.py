@@ -20,8 +20,16 @@ from storage.domain import (
     verify,
 )
 from storage.errors import UnknownNotice
+from storage.models import Notice
 from storage.queries import list_notices, list_people, pending_for, pending_for_notice, status
-from storage.types import AssignmentState, Channel, NoticeKind, NoticeState, Requires
+from storage.types import (
+    AssignmentState,
+    Channel,
+    NoticeKind,
+    NoticeSource,
+    NoticeState,
+    Requires,
+)
 from tests.conftest import T0
 from tests.support import CLI, make_notice, seed_people
 
@@ -336,6 +344,91 @@ async def test_status_shows_the_latest_progress_and_outcome(db: Database) -> Non
     assert a.outcome is not None
     assert a.outcome.reported_at == T0 + 6 * HOUR
     assert (verified.counts["done"], verified.counts["verified"]) == (1, 1)
+
+
+async def test_status_lists_assignees_by_department_then_name_then_id(db: Database) -> None:
+    await seed_people(db, T0, ORDERING_CSV)
+    nid = await make_notice(db, T0, requires=Requires.PROGRESS)
+
+    async with db.read() as s:
+        doc = await status(s, nid, T0)
+    assert [(a.department, a.name, a.person_id) for a in doc.assignees] == [
+        ("Audit", "Alice", "b1"),
+        ("Audit", "Alice", "b2"),
+        ("Audit", "Bob", "m5"),
+        ("Audit", "Carol", "z1"),
+        ("Zoning", "Alice", "a9"),
+    ]
+
+
+async def test_status_orders_like_the_database_for_any_names(db: Database) -> None:
+    # Chinese departments and names: the order is the database's ORDER BY (the collation's),
+    # the same as pending_for_notice's while nobody has done anything.
+    await seed_people(db, T0)
+    nid = await make_notice(db, T0, requires=Requires.PROGRESS)
+
+    async with db.read() as s:
+        doc = await status(s, nid, T0)
+        owing = await pending_for_notice(s, nid)
+    assert [a.person_id for a in doc.assignees] == [p.person_id for p in owing]
+    assert len(owing) == 5
+
+
+async def test_status_reads_an_outcome_back_as_it_was_recorded(db: Database) -> None:
+    await seed_people(db, T0)
+    nid = await make_notice(db, T0, audience=Audience(people=("p001",)), requires=Requires.OUTCOME)
+    async with db.transaction() as s:
+        await record_outcome(
+            s,
+            nid,
+            "p001",
+            measures=['制定"一表通"', "back\\slash", "emoji 🎯"],
+            results="成效：\n第一行\t第二行",
+            metrics=[Metric("比例", 12.5, "%"), Metric("整数", 11.0), Metric("负数", -3)],
+            channel=Channel.PORTAL,
+            actor=CLI,
+            now=T0 + HOUR,
+        )
+
+    async with db.read() as s:
+        doc = await status(s, nid, T0 + 2 * HOUR)
+    [a] = doc.assignees
+    assert a.outcome is not None
+    assert a.outcome.measures == ['制定"一表通"', "back\\slash", "emoji 🎯"]
+    assert a.outcome.results == "成效：\n第一行\t第二行"
+    assert a.outcome.metrics == [
+        {"name": "比例", "value": 12.5, "unit": "%"},
+        {"name": "整数", "value": 11.0, "unit": ""},
+        {"name": "负数", "value": -3, "unit": ""},
+    ]
+    assert [type(m["value"]) for m in a.outcome.metrics] == [float, float, int]
+    assert a.outcome.reported_at == T0 + HOUR
+    assert a.outcome.reported_at.tzinfo is dt.UTC
+    assert a.acknowledged_at is not None and a.acknowledged_at.tzinfo is dt.UTC
+    assert (a.channel, a.late, a.overdue) == (Channel.PORTAL, False, False)
+    assert type(a.late) is bool
+
+
+async def test_status_of_a_notice_without_assignees(db: Database) -> None:
+    async with db.transaction() as s:
+        notice = Notice(
+            kind=NoticeKind.NOTICE,
+            title="无人",
+            source=NoticeSource.CLI,
+            audience={"people": []},
+            requires=Requires.ACK,
+            state=NoticeState.OPEN,
+            created_by="cli",
+            created_at=T0,
+        )
+        s.add(notice)
+        await s.flush()
+        nid = notice.id
+
+    async with db.read() as s:
+        doc = await status(s, nid, T0)
+    assert (doc.id, doc.title, doc.assignees) == (nid, "无人", [])
+    assert set(doc.counts.values()) == {0}
 
 
 @pytest.mark.parametrize(
