@@ -215,8 +215,8 @@ def _status_statement(dialect: str) -> Select[Any]:
         embedded(outcome.metrics),
         outcome.created_at,
     )
-    # In the document's order. SQLite (before 3.44) has no ORDER BY inside an aggregate:
-    # status() sorts those by the same keys, as SQLite's BINARY collation compares them.
+    # In the document's order. SQLite before 3.44 has no ORDER BY inside an aggregate:
+    # status() sorts its list instead.
     rows = (
         func.json_group_array(element)
         if sqlite
@@ -272,6 +272,8 @@ async def status(session: AsyncSession, notice_id: int, now: dt.datetime) -> Not
     # json_agg gives NULL for no rows (json_group_array gives []).
     items: list[list[Any]] = json.loads(notice.assignees or "[]")
     if dialect == "sqlite":
+        # By department, name, id. Python compares str by code point, which is the order of
+        # their UTF-8 bytes, that is SQLite's BINARY collation (what its ORDER BY would use).
         items.sort(key=itemgetter(2, 1, 0))
     # Whether an assignee is overdue depends only on its state here: decide it per state.
     overdue = {
@@ -283,7 +285,7 @@ async def status(session: AsyncSession, notice_id: int, now: dt.datetime) -> Not
         pid,
         name,
         dept,
-        a_state,
+        state_value,
         acked_at,
         channel,
         late,
@@ -295,7 +297,7 @@ async def status(session: AsyncSession, notice_id: int, now: dt.datetime) -> Not
         metrics,
         reported_at,
     ) in items:
-        a_state = _STATES[a_state]
+        a_state = _STATES[state_value]
         assignees.append(
             AssigneeStatus(
                 pid,
