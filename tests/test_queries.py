@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
+from sqlalchemy import text
 
 from storage.db import Database
 from storage.domain import (
@@ -407,6 +408,29 @@ async def test_status_reads_an_outcome_back_as_it_was_recorded(db: Database) -> 
     assert a.acknowledged_at is not None and a.acknowledged_at.tzinfo is dt.UTC
     assert (a.channel, a.late, a.overdue) == (Channel.PORTAL, False, False)
     assert type(a.late) is bool
+
+
+async def test_status_times_are_utc_whatever_the_session_time_zone(db: Database) -> None:
+    if db.backend != "postgresql":
+        pytest.skip("SQLite has no session time zone")
+    await seed_people(db, T0)
+    deadline = T0 + DAY
+    nid = await make_notice(db, T0, requires=Requires.OUTCOME, deadline=deadline)
+    await _done(db, nid, "p001", T0 + HOUR)
+    await _ack(db, nid, "p002", Channel.BUTTON, T0 + 2 * HOUR)
+
+    async with db.read() as s:
+        in_utc = await status(s, nid, T0 + 3 * HOUR)
+    async with db.read() as s:
+        await s.execute(text("SET LOCAL TIME ZONE 'Asia/Shanghai'"))
+        in_shanghai = await status(s, nid, T0 + 3 * HOUR)
+    assert repr(in_shanghai) == repr(in_utc)
+    by_id = {a.person_id: a for a in in_shanghai.assignees}
+    assert by_id["p002"].acknowledged_at == T0 + 2 * HOUR
+    assert by_id["p002"].acknowledged_at.tzinfo is dt.UTC
+    outcome = by_id["p001"].outcome
+    assert outcome is not None
+    assert (outcome.reported_at, outcome.reported_at.tzinfo) == (T0 + HOUR, dt.UTC)
 
 
 async def test_status_of_a_notice_without_assignees(db: Database) -> None:
