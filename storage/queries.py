@@ -197,7 +197,11 @@ def _status_statement(dialect: str) -> Select[Any]:
 
     def embedded(json_column: ColumnElement[Any]) -> ColumnElement[Any]:
         # SQLite keeps JSON as text: json() makes json_array embed it as JSON, not a string.
-        return func.json(json_column) if sqlite else json_column
+        # Python's json writes NaN and Infinity, which SQLite's JSON functions refuse: such a
+        # value is embedded as a string, and status() decodes it as SQLAlchemy would.
+        if not sqlite:
+            return json_column
+        return case((func.json_valid(json_column), func.json(json_column)), else_=json_column)
 
     element = (func.json_array if sqlite else func.json_build_array)(
         person.id,
@@ -313,7 +317,12 @@ async def status(session: AsyncSession, notice_id: int, now: dt.datetime) -> Not
                 excuse,
                 None
                 if reported_at is None
-                else OutcomeView(measures, results, metrics, _utc(reported_at)),
+                else OutcomeView(
+                    measures if type(measures) is list else json.loads(measures),
+                    results,
+                    metrics if type(metrics) is list else json.loads(metrics),
+                    _utc(reported_at),
+                ),
             )
         )
     by_state = Counter(a.state for a in assignees)

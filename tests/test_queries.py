@@ -410,6 +410,34 @@ async def test_status_reads_an_outcome_back_as_it_was_recorded(db: Database) -> 
     assert type(a.late) is bool
 
 
+async def test_status_reads_non_finite_metrics_as_stored(db: Database) -> None:
+    # The 成效 parser can make an infinite value out of a very long number. Python's json
+    # stores it as Infinity, which PostgreSQL's json type refuses but SQLite keeps as text.
+    if db.backend != "sqlite":
+        pytest.skip("PostgreSQL refuses Infinity in a json column")
+    await seed_people(db, T0)
+    nid = await make_notice(db, T0, audience=Audience(people=("p001",)), requires=Requires.OUTCOME)
+    async with db.transaction() as s:
+        await record_outcome(
+            s,
+            nid,
+            "p001",
+            measures=["自查"],
+            results="成效",
+            metrics=[Metric("超大", float("inf"), "处")],
+            channel=Channel.DM,
+            actor=CLI,
+            now=T0 + HOUR,
+        )
+
+    async with db.read() as s:
+        doc = await status(s, nid, T0 + 2 * HOUR)
+    [a] = doc.assignees
+    assert a.outcome is not None
+    assert a.outcome.measures == ["自查"]
+    assert a.outcome.metrics == [{"name": "超大", "value": float("inf"), "unit": "处"}]
+
+
 async def test_status_times_are_utc_whatever_the_session_time_zone(db: Database) -> None:
     if db.backend != "postgresql":
         pytest.skip("SQLite has no session time zone")
