@@ -62,16 +62,26 @@ async def _progress(
         )
 
 
-async def _done(db: Database, nid: int, pid: str, now: dt.datetime) -> None:
+async def _done(
+    db: Database,
+    nid: int,
+    pid: str,
+    now: dt.datetime,
+    *,
+    measures: tuple[str, ...] = ("压减会议", "合并报表"),
+    results: str = "会议减少三成",
+    metrics: tuple[Metric, ...] = (Metric("会议数量", -30, "%"),),
+    channel: Channel = Channel.GROUP,
+) -> None:
     async with db.transaction() as s:
         await record_outcome(
             s,
             nid,
             pid,
-            measures=["压减会议", "合并报表"],
-            results="会议减少三成",
-            metrics=[Metric("会议数量", -30, "%")],
-            channel=Channel.GROUP,
+            measures=measures,
+            results=results,
+            metrics=metrics,
+            channel=channel,
             actor=CLI,
             now=now,
         )
@@ -378,18 +388,16 @@ async def test_status_orders_like_the_database_for_any_names(db: Database) -> No
 async def test_status_reads_an_outcome_back_as_it_was_recorded(db: Database) -> None:
     await seed_people(db, T0)
     nid = await make_notice(db, T0, audience=Audience(people=("p001",)), requires=Requires.OUTCOME)
-    async with db.transaction() as s:
-        await record_outcome(
-            s,
-            nid,
-            "p001",
-            measures=['制定"一表通"', "back\\slash", "emoji 🎯"],
-            results="成效：\n第一行\t第二行",
-            metrics=[Metric("比例", 12.5, "%"), Metric("整数", 11.0), Metric("负数", -3)],
-            channel=Channel.PORTAL,
-            actor=CLI,
-            now=T0 + HOUR,
-        )
+    await _done(
+        db,
+        nid,
+        "p001",
+        T0 + HOUR,
+        measures=('制定"一表通"', "back\\slash", "emoji 🎯"),
+        results="成效：\n第一行\t第二行",
+        metrics=(Metric("比例", 12.5, "%"), Metric("整数", 11.0), Metric("负数", -3)),
+        channel=Channel.PORTAL,
+    )
 
     async with db.read() as s:
         doc = await status(s, nid, T0 + 2 * HOUR)
@@ -417,18 +425,14 @@ async def test_status_reads_non_finite_metrics_as_stored(db: Database) -> None:
         pytest.skip("PostgreSQL refuses Infinity in a json column")
     await seed_people(db, T0)
     nid = await make_notice(db, T0, audience=Audience(people=("p001",)), requires=Requires.OUTCOME)
-    async with db.transaction() as s:
-        await record_outcome(
-            s,
-            nid,
-            "p001",
-            measures=["自查"],
-            results="成效",
-            metrics=[Metric("超大", float("inf"), "处")],
-            channel=Channel.DM,
-            actor=CLI,
-            now=T0 + HOUR,
-        )
+    await _done(
+        db,
+        nid,
+        "p001",
+        T0 + HOUR,
+        measures=("自查",),
+        metrics=(Metric("超大", float("inf"), "处"),),
+    )
 
     async with db.read() as s:
         doc = await status(s, nid, T0 + 2 * HOUR)
