@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 import pytest
 from sqlalchemy import text
@@ -22,7 +23,14 @@ from storage.domain import (
 )
 from storage.errors import UnknownNotice
 from storage.models import Notice
-from storage.queries import list_notices, list_people, pending_for, pending_for_notice, status
+from storage.queries import (
+    AssigneeStatus,
+    list_notices,
+    list_people,
+    pending_for,
+    pending_for_notice,
+    status,
+)
 from storage.types import (
     AssignmentState,
     Channel,
@@ -385,23 +393,27 @@ async def test_status_orders_like_the_database_for_any_names(db: Database) -> No
     assert len(owing) == 5
 
 
-async def test_status_reads_an_outcome_back_as_it_was_recorded(db: Database) -> None:
+async def _status_after_one_outcome(
+    db: Database, metrics: tuple[Metric, ...], **fields: Any
+) -> AssigneeStatus:
+    """p001's line in the status document, after recording one outcome with these fields."""
     await seed_people(db, T0)
     nid = await make_notice(db, T0, audience=Audience(people=("p001",)), requires=Requires.OUTCOME)
-    await _done(
-        db,
-        nid,
-        "p001",
-        T0 + HOUR,
-        measures=('制定"一表通"', "back\\slash", "emoji 🎯"),
-        results="成效：\n第一行\t第二行",
-        metrics=(Metric("比例", 12.5, "%"), Metric("整数", 11.0), Metric("负数", -3)),
-        channel=Channel.PORTAL,
-    )
-
+    await _done(db, nid, "p001", T0 + HOUR, metrics=metrics, **fields)
     async with db.read() as s:
         doc = await status(s, nid, T0 + 2 * HOUR)
     [a] = doc.assignees
+    return a
+
+
+async def test_status_reads_an_outcome_back_as_it_was_recorded(db: Database) -> None:
+    a = await _status_after_one_outcome(
+        db,
+        (Metric("比例", 12.5, "%"), Metric("整数", 11.0), Metric("负数", -3)),
+        measures=('制定"一表通"', "back\\slash", "emoji 🎯"),
+        results="成效：\n第一行\t第二行",
+        channel=Channel.PORTAL,
+    )
     assert a.outcome is not None
     assert a.outcome.measures == ['制定"一表通"', "back\\slash", "emoji 🎯"]
     assert a.outcome.results == "成效：\n第一行\t第二行"
@@ -423,20 +435,9 @@ async def test_status_reads_non_finite_metrics_as_stored(db: Database) -> None:
     # stores it as Infinity, which PostgreSQL's json type refuses but SQLite keeps as text.
     if db.backend != "sqlite":
         pytest.skip("PostgreSQL refuses Infinity in a json column")
-    await seed_people(db, T0)
-    nid = await make_notice(db, T0, audience=Audience(people=("p001",)), requires=Requires.OUTCOME)
-    await _done(
-        db,
-        nid,
-        "p001",
-        T0 + HOUR,
-        measures=("自查",),
-        metrics=(Metric("超大", float("inf"), "处"),),
+    a = await _status_after_one_outcome(
+        db, (Metric("超大", float("inf"), "处"),), measures=("自查",)
     )
-
-    async with db.read() as s:
-        doc = await status(s, nid, T0 + 2 * HOUR)
-    [a] = doc.assignees
     assert a.outcome is not None
     assert a.outcome.measures == ["自查"]
     assert a.outcome.metrics == [{"name": "超大", "value": float("inf"), "unit": "处"}]
