@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 import pytest
+from sqlalchemy import text
 
 from storage.db import Database
 from storage.domain import (
@@ -20,8 +22,23 @@ from storage.domain import (
     verify,
 )
 from storage.errors import UnknownNotice
-from storage.queries import list_notices, list_people, pending_for, pending_for_notice, status
-from storage.types import AssignmentState, Channel, NoticeKind, NoticeState, Requires
+from storage.models import Notice
+from storage.queries import (
+    AssigneeStatus,
+    list_notices,
+    list_people,
+    pending_for,
+    pending_for_notice,
+    status,
+)
+from storage.types import (
+    AssignmentState,
+    Channel,
+    NoticeKind,
+    NoticeSource,
+    NoticeState,
+    Requires,
+)
 from tests.conftest import T0
 from tests.support import CLI, make_notice, seed_people
 
@@ -61,16 +78,26 @@ async def _progress(
         )
 
 
-async def _done(db: Database, nid: int, pid: str, now: dt.datetime) -> None:
+async def _done(
+    db: Database,
+    nid: int,
+    pid: str,
+    now: dt.datetime,
+    *,
+    measures: tuple[str, ...] = ("压减会议", "合并报表"),
+    results: str = "会议减少三成",
+    metrics: tuple[Metric, ...] = (Metric("会议数量", -30, "%"),),
+    channel: Channel = Channel.GROUP,
+) -> None:
     async with db.transaction() as s:
         await record_outcome(
             s,
             nid,
             pid,
-            measures=["压减会议", "合并报表"],
-            results="会议减少三成",
-            metrics=[Metric("会议数量", -30, "%")],
-            channel=Channel.GROUP,
+            measures=measures,
+            results=results,
+            metrics=metrics,
+            channel=channel,
             actor=CLI,
             now=now,
         )
@@ -338,6 +365,129 @@ async def test_status_shows_the_latest_progress_and_outcome(db: Database) -> Non
     assert a.outcome is not None
     assert a.outcome.reported_at == T0 + 6 * HOUR
     assert (verified.counts["done"], verified.counts["verified"]) == (1, 1)
+
+
+async def test_status_lists_assignees_by_department_then_name_then_id(db: Database) -> None:
+    await seed_people(db, T0, ORDERING_CSV)
+    nid = await make_notice(db, T0, requires=Requires.PROGRESS)
+
+    async with db.read() as s:
+        doc = await status(s, nid, T0)
+    assert [(a.department, a.name, a.person_id) for a in doc.assignees] == [
+        ("Audit", "Alice", "b1"),
+        ("Audit", "Alice", "b2"),
+        ("Audit", "Bob", "m5"),
+        ("Audit", "Carol", "z1"),
+        ("Zoning", "Alice", "a9"),
+    ]
+
+
+async def test_status_orders_like_the_database_for_any_names(db: Database) -> None:
+    # Chinese departments and names: the order is the database's ORDER BY (the collation's),
+    # the same as pending_for_notice's while nobody has done anything.
+    await seed_people(db, T0)
+    nid = await make_notice(db, T0, requires=Requires.PROGRESS)
+
+    async with db.read() as s:
+        doc = await status(s, nid, T0)
+        owing = await pending_for_notice(s, nid)
+    assert [a.person_id for a in doc.assignees] == [p.person_id for p in owing]
+    assert len(owing) == 5
+
+
+async def _status_after_one_outcome(
+    db: Database, metrics: tuple[Metric, ...], **fields: Any
+) -> AssigneeStatus:
+    """p001's line in the status document, after recording one outcome with these fields."""
+    await seed_people(db, T0)
+    nid = await make_notice(db, T0, audience=Audience(people=("p001",)), requires=Requires.OUTCOME)
+    await _done(db, nid, "p001", T0 + HOUR, metrics=metrics, **fields)
+    async with db.read() as s:
+        doc = await status(s, nid, T0 + 2 * HOUR)
+    [a] = doc.assignees
+    return a
+
+
+async def test_status_reads_an_outcome_back_as_it_was_recorded(db: Database) -> None:
+    a = await _status_after_one_outcome(
+        db,
+        (Metric("比例", 12.5, "%"), Metric("整数", 11.0), Metric("负数", -3)),
+        measures=('制定"一表通"', "back\\slash", "emoji 🎯"),
+        results="成效：\n第一行\t第二行",
+        channel=Channel.PORTAL,
+    )
+    assert a.outcome is not None
+    assert a.outcome.measures == ['制定"一表通"', "back\\slash", "emoji 🎯"]
+    assert a.outcome.results == "成效：\n第一行\t第二行"
+    assert a.outcome.metrics == [
+        {"name": "比例", "value": 12.5, "unit": "%"},
+        {"name": "整数", "value": 11.0, "unit": ""},
+        {"name": "负数", "value": -3, "unit": ""},
+    ]
+    assert [type(m["value"]) for m in a.outcome.metrics] == [float, float, int]
+    assert a.outcome.reported_at == T0 + HOUR
+    assert a.outcome.reported_at.tzinfo is dt.UTC
+    assert a.acknowledged_at is not None and a.acknowledged_at.tzinfo is dt.UTC
+    assert (a.channel, a.late, a.overdue) == (Channel.PORTAL, False, False)
+    assert type(a.late) is bool
+
+
+async def test_status_reads_non_finite_metrics_as_stored(db: Database) -> None:
+    # The 成效 parser can make an infinite value out of a very long number. Python's json
+    # stores it as Infinity, which PostgreSQL's json type refuses but SQLite keeps as text.
+    if db.backend != "sqlite":
+        pytest.skip("PostgreSQL refuses Infinity in a json column")
+    a = await _status_after_one_outcome(
+        db, (Metric("超大", float("inf"), "处"),), measures=("自查",)
+    )
+    assert a.outcome is not None
+    assert a.outcome.measures == ["自查"]
+    assert a.outcome.metrics == [{"name": "超大", "value": float("inf"), "unit": "处"}]
+
+
+async def test_status_times_are_utc_whatever_the_session_time_zone(db: Database) -> None:
+    if db.backend != "postgresql":
+        pytest.skip("SQLite has no session time zone")
+    await seed_people(db, T0)
+    deadline = T0 + DAY
+    nid = await make_notice(db, T0, requires=Requires.OUTCOME, deadline=deadline)
+    await _done(db, nid, "p001", T0 + HOUR)
+    await _ack(db, nid, "p002", Channel.BUTTON, T0 + 2 * HOUR)
+
+    async with db.read() as s:
+        in_utc = await status(s, nid, T0 + 3 * HOUR)
+    async with db.read() as s:
+        await s.execute(text("SET LOCAL TIME ZONE 'Asia/Shanghai'"))
+        in_shanghai = await status(s, nid, T0 + 3 * HOUR)
+    assert repr(in_shanghai) == repr(in_utc)
+    by_id = {a.person_id: a for a in in_shanghai.assignees}
+    assert by_id["p002"].acknowledged_at == T0 + 2 * HOUR
+    assert by_id["p002"].acknowledged_at.tzinfo is dt.UTC
+    outcome = by_id["p001"].outcome
+    assert outcome is not None
+    assert (outcome.reported_at, outcome.reported_at.tzinfo) == (T0 + HOUR, dt.UTC)
+
+
+async def test_status_of_a_notice_without_assignees(db: Database) -> None:
+    async with db.transaction() as s:
+        notice = Notice(
+            kind=NoticeKind.NOTICE,
+            title="无人",
+            source=NoticeSource.CLI,
+            audience={"people": []},
+            requires=Requires.ACK,
+            state=NoticeState.OPEN,
+            created_by="cli",
+            created_at=T0,
+        )
+        s.add(notice)
+        await s.flush()
+        nid = notice.id
+
+    async with db.read() as s:
+        doc = await status(s, nid, T0)
+    assert (doc.id, doc.title, doc.assignees) == (nid, "无人", [])
+    assert set(doc.counts.values()) == {0}
 
 
 @pytest.mark.parametrize(
