@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""E-gov end-to-end latency (design.md §9): signed POST /egov/v1/notices → first send, p99 ≤ 50 ms.
+"""E-gov end-to-end latency: signed POST /egov/v1/notices → first send, p99 ≤ 50 ms.
 
 A real ``workbot serve`` (pinned to CPU 0) runs with ``[group] platform = "webhook"``, whose
 URL points at a loopback receiver in this process (pinned, with the load, to CPU 1). This
@@ -1068,7 +1068,7 @@ async def run(args: argparse.Namespace) -> int:
     backends = ([] if args.skip_sqlite else ["sqlite"]) + (["postgresql"] if args.pg else [])
     info = harness.machine_info()
     harness.print_header(
-        "e-gov latency benchmark — design.md §9: POST → first send, p99 ≤ 50 ms at 50/s", info
+        "e-gov latency benchmark — target: POST → first send, p99 ≤ 50 ms at 50/s", info
     )
     print(
         f"  {args.rate:g} notices/s open loop, {args.warmup:g} s warm-up + {args.duration:g} s "

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Query benchmark (design.md §9): pending_for, status and create_notice at 3M assignments.
+"""Query benchmark: pending_for, status and create_notice at 3M assignments.
 
 Builds 10k notices x 300 people on SQLite and/or PostgreSQL, then times the real read
 queries through ``Database.read()`` and the real ``create_notice`` through

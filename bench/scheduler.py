@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Scheduler benchmark (design.md §9): idle CPU and firing lag with 100k scheduled jobs.
+"""Scheduler benchmark: idle CPU and firing lag with 100k scheduled jobs.
 
 For each backend (SQLite in a temp file, PostgreSQL in a ``workbot_bench*`` database) it
 bulk-loads 100,000 scheduled jobs shaped like the app's (``remind:<notice>:<seconds>``,
@@ -490,9 +490,7 @@ async def run(args: argparse.Namespace) -> int:
     backends = ["sqlite", "postgresql"] if args.backend == "both" else [args.backend]
     bound = bound_seconds(args, backends)
     info = harness.machine_info()
-    harness.print_header(
-        "scheduler benchmark — design.md §9: idle CPU ≤ 1 %, firing lag p99 ≤ 1 s", info
-    )
+    harness.print_header("scheduler benchmark — target: idle CPU ≤ 1 %, firing lag p99 ≤ 1 s", info)
     print(
         f"  {args.jobs:,} jobs; idle window {args.idle_seconds:g} s; {args.lag_jobs} probes "
         f"over {args.lag_window:g} s; runtime bound {bound:.0f} s",

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Sender benchmark (design.md §9, "Rate limits"): use ≥ 95 % of the allowance, 0 429s.
+"""Sender benchmark: use ≥ 95 % of the allowance, 0 429s.
 
 A real ``OutboxSender.run()`` (the app's defaults: batch 50, concurrency 8, the default
 ``RetryPolicy``, woken in-process by the enqueue's commit) delivers a backlog of outbox rows
@@ -335,7 +335,7 @@ async def run(args: argparse.Namespace) -> int:
     bound = sum(v.seconds + SETUP_BOUND_S + FIRST_SEND_BOUND_S for v in chosen)
     info = harness.machine_info()
     harness.print_header(
-        "sender benchmark — design.md §9: ≥ 95 % of the allowance, 0 rate-limit rejections", info
+        "sender benchmark — target: ≥ 95 % of the allowance, 0 rate-limit rejections", info
     )
     print(
         "  "

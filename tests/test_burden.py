@@ -1,4 +1,4 @@
-"""Burden figures (design.md §2.6, §8): checked against values computed by hand.
+"""Burden figures (docs/cli.md, "burden"): checked against values computed by hand.
 
 The dataset (bot.timezone Asia/Shanghai; period 2019-12-02 .. 2019-12-15, i.e. two weeks;
 min_lead_time 1 day; "now" 2019-12-20 09:00):

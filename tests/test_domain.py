@@ -135,7 +135,7 @@ OPS: dict[str, Op] = {
     "verify": _verify,
 }
 
-# The state machine of design.md §4, as implemented: allowed moves per operation.
+# The state machine of docs/architecture.md, as implemented: allowed moves per operation.
 _WORKING = (S.PENDING, S.ACKNOWLEDGED, S.IN_PROGRESS, S.RETURNED, S.EXCUSED)
 ALLOWED: dict[str, dict[S, S]] = {
     "acknowledge": {S.PENDING: S.ACKNOWLEDGED, S.EXCUSED: S.ACKNOWLEDGED},

@@ -1,4 +1,4 @@
-"""The e-gov portal API (design.md §5.3, docs/egov-api.md) on the real app, SQLite and PostgreSQL.
+"""The e-gov portal API (docs/egov-api.md) on the real app, SQLite and PostgreSQL.
 
 What a portal integrator relies on: the signature (and every way to get it wrong), the body's
 validation, idempotency by external_id (also under concurrency), the status document, and

@@ -34,7 +34,7 @@ from support import seed_people
 DOC = build_openapi(__version__)
 METHODS = ("get", "post", "put", "patch", "delete")
 
-# design.md §5.3's example body, with each of its two audiences.
+# docs/egov-api.md's example body, with each of its two audiences.
 DESIGN_BODY: dict[str, Any] = {
     "external_id": "portal-2019-1234",
     "doc_number": "宜教办发[2019]41号",

@@ -1,4 +1,4 @@
-"""Tests for handlers.parse: the examples of commands.md, forgiving forms, strictness, deadlines."""
+"""Tests for handlers.parse: the documented examples, forgiving forms, strictness, deadlines."""
 
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ def sh(year: int, month: int, day: int, hour: int = 17, minute: int = 30) -> dt.
 @pytest.mark.parametrize(
     ("text", "notice_id", "word"),
     [
-        # commands.md
+        # the documented examples (docs/chat.md)
         ("收到", None, "收到"),
         ("已收到", None, "已收到"),
         ("收到！", None, "收到"),

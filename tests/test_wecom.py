@@ -27,7 +27,7 @@ from tests.fakes.wecom_server import FakeWecom
 
 from support import assignment, seed_people, snapshot
 
-# Tencent's official callback sample (shared/platforms.md, vector 1).
+# Tencent's official callback sample (vector 1 of WeCom's crypto, docs/platforms/wecom.md).
 CORP_ID = "ww1436e0e65a779aee"
 TOKEN = "hJqcu3uJ9Tn2gXPmxx2w9kkCkCE2EPYo"
 AES_KEY = "6qkdMrq68nTKduznJYO1A37W2oEgpkMUvkttRToqhUt"

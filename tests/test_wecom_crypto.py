@@ -1,4 +1,4 @@
-"""WeCom callback crypto: the verified vectors of shared/platforms.md, tampering, XML bombs."""
+"""WeCom callback crypto: verified vectors, tampering, XML bombs."""
 
 from __future__ import annotations
 
