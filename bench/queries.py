@@ -1107,7 +1107,7 @@ async def measure_create(db: Database, plan: Plan, backend: str) -> Figure:
 
 async def verify_audit(db: Database) -> str:
     """Check the audit chain end to end after the run."""
-    async with db.read() as session:
+    async with db.read(snapshot=True) as session:
         result = await audit.verify(session)
     if not result.ok:
         raise SystemExit(f"audit chain broken: {result.problem}")

@@ -444,7 +444,7 @@ async def cmd_report(ctx: Context, args: argparse.Namespace) -> int:
 
 async def cmd_audit_verify(ctx: Context, args: argparse.Namespace) -> int:
     """Check the audit hash chain; exit 1 naming the first bad row."""
-    async with opened(ctx) as db, db.read() as session:
+    async with opened(ctx) as db, db.read(snapshot=True) as session:
         result = await audit.verify(session)
     if result.ok:
         ctx.print(ctx.t("cli.audit_ok", count=result.checked))

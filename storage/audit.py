@@ -139,7 +139,8 @@ class VerifyResult:
 
 
 async def verify(session: AsyncSession) -> VerifyResult:
-    """Walk the chain in order and report the first altered, missing or reordered row."""
+    """Walk the chain in order and report the first altered, missing or reordered row (in a
+    `db.read(snapshot=True)` session: the chain is streamed, and must not move meanwhile)."""
     expected_seq = 1
     prev = GENESIS
     checked = 0

@@ -491,7 +491,5 @@ async def snapshot_burden(db: Database, **args: Unpack[BurdenArgs]) -> BurdenRep
     A SQLite read transaction is one snapshot already; PostgreSQL's default (read committed)
     gives each statement its own, so the session asks for repeatable read instead.
     """
-    async with db.read() as session:
-        if not db.is_sqlite:
-            await session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
+    async with db.read(snapshot=True) as session:
         return await burden(session, **args)

@@ -78,7 +78,16 @@ class Database:
             event.listen(self.engine.sync_engine, "connect", _sqlite_connect)
             event.listen(self.engine.sync_engine, "begin", _sqlite_begin)
         writer = self.engine.execution_options(**{_IMMEDIATE: True})
-        self._readers = async_sessionmaker(self.engine, expire_on_commit=False)
+        # PostgreSQL reads run in autocommit: under read committed each statement has its own
+        # snapshot inside a transaction too, so BEGIN and COMMIT bought nothing but two round
+        # trips, and the pool's pre-ping is then one round trip instead of three. A reader
+        # that needs one snapshot asks for repeatable read (snapshot_burden does).
+        reader = (
+            self.engine
+            if self.is_sqlite
+            else self.engine.execution_options(isolation_level="AUTOCOMMIT")
+        )
+        self._readers = async_sessionmaker(reader, expire_on_commit=False)
         self._writers = async_sessionmaker(writer, expire_on_commit=False)
         # SQLite has one writer at a time; queue writers in-process rather than on the file lock.
         self._write_lock: asyncio.Lock | None = asyncio.Lock() if self.is_sqlite else None
@@ -167,9 +176,14 @@ class Database:
         return None if instance == self.instance else topic
 
     @asynccontextmanager
-    async def read(self) -> AsyncIterator[AsyncSession]:
-        """A read-only session (one consistent snapshot); never commits."""
+    async def read(self, *, snapshot: bool = False) -> AsyncIterator[AsyncSession]:
+        """A read-only session; never commits. On SQLite it is one snapshot. On PostgreSQL
+        each statement sees what was committed when it started, unless `snapshot` asks for
+        one repeatable-read transaction (needed by several statements that must agree, and
+        by streamed results)."""
         async with self._readers() as session, session.begin():
+            if snapshot and not self.is_sqlite:
+                await session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
             yield session
 
     async def dispose(self) -> None:

@@ -39,7 +39,7 @@ async def chain(db: Database) -> list[AuditEvent]:
 
 async def check(db: Database) -> audit.VerifyResult:
     """Verify the chain, as `workbot audit verify` does."""
-    async with db.read() as s:
+    async with db.read(snapshot=True) as s:
         return await audit.verify(s)
 
 

@@ -82,5 +82,5 @@ async def test_acks_racing_a_close_never_land_after_it(db: Database) -> None:
         assert results.count("closed") == 1
         assert acked == replies == results.count("acked")
         assert outstanding == 0
-    async with db.read() as s:
+    async with db.read(snapshot=True) as s:
         assert (await audit.verify(s)).ok

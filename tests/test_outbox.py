@@ -278,7 +278,7 @@ async def test_retry_dead_brings_a_dead_letter_back(db: Database) -> None:
     assert await next_due(db) == at(600)
     assert await claim(db, "w2", at(600)) == [rid]
     assert await sent(db, rid, "w2", at(600))
-    async with db.read() as s:
+    async with db.read(snapshot=True) as s:
         actions = (await s.scalars(select(AuditEvent.action).order_by(AuditEvent.seq))).all()
         assert list(actions) == ["outbox.dead", "outbox.retry"]
         assert (await audit.verify(s)).ok
