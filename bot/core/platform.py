@@ -378,7 +378,6 @@ class BuildContext(Generic[SectionT]):
     environ: Mapping[str, str]
     group_chat_id: str | None
     language: str
-    bot_names: tuple[str, ...]
 
 
 @dataclass(frozen=True)

@@ -70,7 +70,6 @@ def build_platforms(
                 environ=environ,
                 group_chat_id=config.group.chat_id if bound else None,
                 language=config.bot.language,
-                bot_names=tuple(config.bot.names),
             )
         )
     return built
