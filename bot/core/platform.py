@@ -191,14 +191,23 @@ class OutboundMessage:
                     for b in raw.get("buttons", ())
                 ),
             )
+        # Rows written before the neutral names (still pending at an upgrade) carried WeCom's
+        # raw keys: "task_id", "update_card" {response_code, task_id, replace_name}, "event".
         update = payload.get("card_update")
-        document = payload.get("document", payload.get("event"))  # "event": rows before 0.2
+        legacy = payload.get("update_card")
+        if not isinstance(update, Mapping) and isinstance(legacy, Mapping):
+            update = {
+                "token": legacy.get("response_code", ""),
+                "card_ref": legacy.get("task_id", ""),
+                "label": legacy.get("replace_name", ""),
+            }
+        document = payload.get("document", payload.get("event"))
         return cls(
             text=str(payload.get("text", "")),
             card=card,
             mentions=tuple(payload.get("mentions", ())),
             reply_to=payload.get("reply_to"),
-            card_ref=payload.get("card_ref"),
+            card_ref=payload.get("card_ref", payload.get("task_id")),
             card_update=CardUpdate(
                 str(update["token"]), str(update["card_ref"]), str(update["label"])
             )
