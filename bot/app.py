@@ -282,7 +282,7 @@ async def chat_ctx(app: web.Application) -> AsyncIterator[None]:
     intake = ChatIntake(db, dispatcher.handle, clock=utcnow, notes=app[METRICS].chat_events)
     app[CHAT] = intake
     room = None
-    if "local" in platforms:
+    if any(platform.serves_room for platform in platforms.values()):
         names = tuple(config.bot.names)
         room = LocalRoom(
             db,

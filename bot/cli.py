@@ -163,7 +163,7 @@ def cmd_serve(ctx: Context, args: argparse.Namespace) -> int:
         gc.collect()
         gc.freeze()
         print(ctx.t("cli.serving", host=server.host, port=server.port), file=ctx.err, flush=True)
-        if "local" in app[PLATFORMS]:
+        if any(platform.serves_room for platform in app[PLATFORMS].values()):
             print(
                 ctx.t("cli.local_group", host=server.host, port=server.port),
                 file=ctx.err,

@@ -310,6 +310,7 @@ class Platform(Protocol):
 
     name: str
     capabilities: Capabilities
+    serves_room: bool  # it serves the core's durable room (Host.room): the local group
 
     def routes(self) -> Sequence[web.AbstractRouteDef]:
         """The HTTP routes the platform calls (callbacks), served by workbot's app."""
@@ -347,6 +348,7 @@ class BasePlatform:
 
     name: str = ""
     capabilities: Capabilities = Capabilities()
+    serves_room: bool = False
 
     def __init__(self) -> None:
         self.host: Host | None = None

@@ -190,6 +190,7 @@ class LocalPlatform(LocalRoutes, BasePlatform):
 
     name = "local"
     capabilities = FULL_CAPABILITIES
+    serves_room = True
 
     def __init__(self, *, language: str) -> None:
         super().__init__()
