@@ -769,6 +769,9 @@ def _notice_id(text: str) -> int:
     return value
 
 
+QUIET_AT_DEBUG = ("aiosqlite", "asyncpg", "sqlalchemy")
+
+
 def _configure_logging(config: Config) -> None:
     logging.basicConfig(
         level=config.logging.level,
@@ -778,6 +781,10 @@ def _configure_logging(config: Config) -> None:
     if config.logging.level != "DEBUG":
         # Alembic narrates every step at INFO; the CLI prints its own one-line summary.
         logging.getLogger("alembic").setLevel(logging.WARNING)
+    # The database drivers narrate every statement with its values at DEBUG: secrets (the
+    # link secret), tokens and bearer links would reach the log. They say no more than INFO.
+    for name in QUIET_AT_DEBUG:
+        logging.getLogger(name).setLevel(max(logging.INFO, logging.getLogger().level))
 
 
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:

@@ -67,7 +67,9 @@ class Database:
         self.connect_args: dict[str, Any] = dict(connect_args or {})
         if self.is_sqlite:
             self._check_sqlite_path()
-        kwargs: dict[str, Any] = {"echo": echo}
+        # Statement values never reach a log line or an error message: they hold secrets
+        # (the link secret), tokens and people's data.
+        kwargs: dict[str, Any] = {"echo": echo, "hide_parameters": True}
         if self.is_sqlite:
             kwargs["connect_args"] = {"timeout": 10, **self.connect_args}
         else:
