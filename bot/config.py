@@ -129,10 +129,18 @@ class _Config(CoreConfig):
     @model_validator(mode="after")
     def _bound_platform_configured(self) -> Self:
         spec = BY_NAME[self.group.platform]
-        if spec.settings_of(self.platforms) is not None:
-            return self
-        reason = f"{spec.name!r} needs a [platforms.{spec.name}] table"
-        raise _error("Config", ("group", "platform"), self.group.platform, reason)
+        if spec.settings_of(self.platforms) is None:
+            reason = f"{spec.name!r} needs a [platforms.{spec.name}] table"
+            raise _error("Config", ("group", "platform"), self.group.platform, reason)
+        problems = [
+            InitErrorDetails(type="value_error", loc=loc, input=None, ctx={"error": reason})
+            for other in PLATFORMS
+            if (settings := other.settings_of(self.platforms)) is not None
+            for loc, reason in other.checks(self, settings)
+        ]
+        if problems:
+            raise ValidationError.from_exception_data("Config", problems)
+        return self
 
     @classmethod
     def platform_names(cls) -> tuple[str, ...]:

@@ -304,6 +304,24 @@ BROKEN = {
         NO_ENV,
         ["group.platform: 'wecom' needs a [platforms.wecom] table"],
     ),
+    "the unauthenticated local group beside another group platform": (
+        '[group]\nplatform = "webhook"\n[platforms.webhook]\nurl = "https://x.example"\n'
+        "[platforms.local]\nenabled = true\n",
+        {"WORKBOT_WEBHOOK_TOKEN": "t"},
+        [
+            "platforms.local.enabled: the local group has no authentication and cannot run "
+            "beside the group on 'webhook' (anyone reaching the port could act as the office "
+            "there): leave it off"
+        ],
+    ),
+    "the local group on a non-loopback address": (
+        '[server]\nhost = "0.0.0.0"\n',
+        NO_ENV,
+        [
+            "server.host: the local group has no authentication: serve it on a loopback "
+            "address (127.0.0.1, ::1 or localhost), not '0.0.0.0'"
+        ],
+    ),
     "unknown section": ("[servre]\nport = 1\n", NO_ENV, ["servre: unknown section"]),
     "unsupported database scheme": (
         '[database]\nurl = "mysql://db.example.org/workbot"\n',
@@ -567,9 +585,6 @@ def test_realistic_file_is_parsed(tmp_path: Path) -> None:
         extra_holidays = [2025-10-08, "2025-10-09"]
         extra_workdays = ["2025-09-28"]
 
-        [platforms.local]
-        enabled = true
-
         [platforms.webhook]
         url = "https://chat.example.org/hooks/workbot"
 
@@ -596,7 +611,7 @@ def test_realistic_file_is_parsed(tmp_path: Path) -> None:
     )
     assert config.schedule.extra_holidays == (date(2025, 10, 8), date(2025, 10, 9))
     assert config.schedule.extra_workdays == (date(2025, 9, 28),)
-    assert config.platforms.local.enabled is True
+    assert config.platforms.local.enabled is False  # not beside another platform (no auth)
     assert (config.logging.level, config.logging.json_format) == ("DEBUG", True)
 
 

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 from typing import Any
 
+from aiohttp.test_utils import TestClient, TestServer
 from sqlalchemy import select
 
+from bot.app import create_app
+from bot.config import validate_config
 from storage import local_room
 from storage.db import Database
 from storage.models import InboundRecord, LocalMessage
@@ -73,3 +77,24 @@ async def test_the_fast_path_writes_what_sqlalchemy_would(tmp_path: Any) -> None
     assert messages[0][5] == NOW
     assert [e[1]["id"] for e in events] == [1, 3]
     assert {e[2] for e in events} == {InboundStatus.RECEIVED}
+
+
+async def test_the_room_answers_only_on_its_own_address(tmp_path: Path) -> None:
+    """DNS rebinding: a request naming another host gets 400 and reads or posts nothing."""
+    url = f"sqlite+aiosqlite:///{tmp_path / 'room.db'}"
+    config = validate_config({"database": {"url": url}}, "<test>", {})
+    async with TestClient(TestServer(create_app(config, {}, workers=False))) as client:
+        for host in ("evil.example", "evil.example:8080", "127.0.0.1.evil.example"):
+            read = await client.get("/local/v1/messages", headers={"Host": host})
+            assert read.status == 400
+            assert (await read.json())["error"]["code"] == "bad_host"
+            posted = await client.post(
+                "/local/v1/messages",
+                json={"sender": "p003", "to": "bot", "text": "待办 全部"},
+                headers={"Host": host},
+            )
+            assert posted.status == 400
+        for host in ("127.0.0.1:8080", "localhost", "[::1]:8080"):
+            assert (await client.get("/local/v1/messages", headers={"Host": host})).status == 200
+        everything = await client.get("/local/v1/messages", headers={"Host": "127.0.0.1"})
+        assert (await everything.json())["messages"] == []  # the refused post left nothing

@@ -11,6 +11,7 @@ from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
 
 from aiohttp import web
 
+from bot.core.config_sections import CoreConfig
 from bot.core.configtypes import ConfigSection
 from bot.core.room import RoomBackend
 
@@ -389,6 +390,7 @@ class BuildContext(Generic[SectionT]):
     environ: Mapping[str, str]
     group_chat_id: str | None
     language: str
+    public_url: str
 
 
 @dataclass(frozen=True)
@@ -407,6 +409,10 @@ class PlatformSpec(Generic[SectionT]):
     directory_column: str | None = None
     default: SectionT | None = None
     enabled: Callable[[SectionT], bool] = lambda _settings: True
+    # Problems of the whole configuration that concern this platform: (key path, reason).
+    checks: Callable[[CoreConfig, SectionT], list[tuple[tuple[str, ...], str]]] = (
+        lambda _config, _settings: []
+    )
 
     @property
     def name(self) -> str:

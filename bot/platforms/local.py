@@ -12,13 +12,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from aiohttp import web
 from pydantic import TypeAdapter, ValidationError
 
+from bot.core.config_sections import CoreConfig
 from bot.core.configtypes import ConfigSection
 from bot.core.platform import (
     FULL_CAPABILITIES,
@@ -36,12 +38,48 @@ from bot.core.room import POST_ACTION, POST_MESSAGE, RoomBackend, RoomHub
 log = logging.getLogger("workbot.local")
 
 STATIC = Path(__file__).with_name("local_static")
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 class LocalConfig(ConfigSection):
-    """[platforms.local]: serve the local group even when the bound group is elsewhere."""
+    """[platforms.local]: the built-in local group (on when the group is bound to it)."""
 
     enabled: bool = False
+
+
+LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost"})
+
+
+def check_config(config: CoreConfig, settings: LocalConfig) -> list[tuple[tuple[str, ...], str]]:
+    """The local group has no authentication: it runs only as the embedded default, and only
+    on a loopback address (anyone who can reach it can post as anyone, the office included)."""
+    problems: list[tuple[tuple[str, ...], str]] = []
+    bound = config.group.platform == "local"
+    if settings.enabled and not bound:
+        problems.append(
+            (
+                ("platforms", "local", "enabled"),
+                "the local group has no authentication and cannot run beside the group on "
+                f"{config.group.platform!r} (anyone reaching the port could act as the office "
+                "there): leave it off",
+            )
+        )
+    if bound and config.server.host not in LOOPBACK:
+        problems.append(
+            (
+                ("server", "host"),
+                f"the local group has no authentication: serve it on a loopback address "
+                f"(127.0.0.1, ::1 or localhost), not {config.server.host!r}",
+            )
+        )
+    return problems
+
+
+def _host_name(header: str) -> str:
+    """The host of a Host header, without its port ("[::1]:8080" → "::1")."""
+    if header.startswith("["):
+        return header[1 : header.find("]")] if "]" in header else header
+    return header.rsplit(":", 1)[0] if header.count(":") == 1 else header
 
 
 def _error(status: int, code: str, message: str, **extra: Any) -> web.Response:
@@ -81,18 +119,34 @@ class LocalRoutes:
         """The room (defined by the platform)."""
         raise NotImplementedError
 
+    public_host: str
+
     def routes(self) -> Sequence[web.AbstractRouteDef]:
         """The page, its static files, the JSON API and the event stream."""
+        guarded = self.same_host
         return (
             web.get("/local", self.redirect),
-            web.get("/local/", self.page),
+            web.get("/local/", guarded(self.page)),
             web.static("/local/static", STATIC, append_version=False),
-            web.get("/local/v1/directory", self.directory),
-            web.get("/local/v1/messages", self.list_messages),
-            web.post("/local/v1/messages", self.post_message),
-            web.post("/local/v1/actions", self.post_action),
-            web.get("/local/v1/stream", self.stream),
+            web.get("/local/v1/directory", guarded(self.directory)),
+            web.get("/local/v1/messages", guarded(self.list_messages)),
+            web.post("/local/v1/messages", guarded(self.post_message)),
+            web.post("/local/v1/actions", guarded(self.post_action)),
+            web.get("/local/v1/stream", guarded(self.stream)),
         )
+
+    def same_host(self, handler: Handler) -> Handler:
+        """Refuse a request whose Host is neither a loopback name nor the configured public
+        URL's host: a page on another site whose name now resolves here (DNS rebinding)
+        must not read or post in the room."""
+
+        async def guarded(request: web.Request) -> web.StreamResponse:
+            host = _host_name(request.headers.get("Host", "")).lower()
+            if host not in LOOPBACK and host != self.public_host:
+                return _error(400, "bad_host", "the local group answers only on its own address")
+            return await handler(request)
+
+        return guarded
 
     async def redirect(self, request: web.Request) -> web.StreamResponse:
         """/local → /local/."""
@@ -192,9 +246,10 @@ class LocalPlatform(LocalRoutes, BasePlatform):
     capabilities = FULL_CAPABILITIES
     serves_room = True
 
-    def __init__(self, *, language: str) -> None:
+    def __init__(self, *, language: str, public_url: str = "http://127.0.0.1:8080") -> None:
         super().__init__()
         self.language = language
+        self.public_host = (urlsplit(public_url).hostname or "").lower()
         self._room: RoomBackend | None = None
         self.hub = RoomHub()
 
@@ -243,7 +298,7 @@ class LocalPlatform(LocalRoutes, BasePlatform):
 
 def build(ctx: BuildContext[LocalConfig]) -> LocalPlatform:
     """The local group's adapter (its room comes from the core at start)."""
-    return LocalPlatform(language=ctx.language)
+    return LocalPlatform(language=ctx.language, public_url=ctx.public_url)
 
 
 SPEC = PlatformSpec(
@@ -253,4 +308,5 @@ SPEC = PlatformSpec(
     directory_column="local",
     default=LocalConfig(),
     enabled=lambda settings: settings.enabled,
+    checks=check_config,
 )

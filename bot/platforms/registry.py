@@ -70,6 +70,7 @@ def build_platforms(
                 environ=environ,
                 group_chat_id=config.group.chat_id if bound else None,
                 language=config.bot.language,
+                public_url=config.bot.public_url,
             )
         )
     return built
