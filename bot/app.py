@@ -45,6 +45,7 @@ from bot.platforms.registry import build_platforms, directory_columns
 from bot.scheduler import tasks
 from bot.scheduler.runner import Scheduler
 from bot.web import ack_pages, egov, openapi, report_downloads
+from bot.web.bodies import BodyTimeout, SlowBodies, TooManySlowBodies
 from handlers.dispatch import Dispatcher
 from handlers.parse import worth_processing
 from storage import directory, jobs, lookups, outbox, settings
@@ -76,11 +77,25 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
             response = json_error(exc.status, code, exc.reason)
         else:
             response = exc
+    except BodyTimeout as exc:
+        message = request.app[BOT].t("http.body_timeout", seconds=f"{exc.seconds:g}")
+        response = json_error(408, "request_timeout", message)
+        response.force_close()
+    except TooManySlowBodies as exc:
+        message = request.app[BOT].t("http.too_many_slow_bodies", limit=exc.limit)
+        response = json_error(429, "too_many_slow_requests", message)
+        response.headers["Retry-After"] = str(retry_after(request))
+        response.force_close()
     except Exception:
         ref = log_unexpected(request)
         response = json_error(500, "internal", f"unexpected error (reference {ref})", reference=ref)
     metrics.count_request(request.method, route_name, response.status)
     return response
+
+
+def retry_after(request: web.Request) -> int:
+    """The seconds a refused client is asked to wait (the Retry-After header)."""
+    return max(1, round(request.app[CONFIG].server.body_timeout.total_seconds()))
 
 
 def log_unexpected(request: web.Request) -> str:
@@ -351,8 +366,13 @@ def create_app(
     secret = config.egov.secret(environ)
     if config.egov.callback_url and secret:
         platforms["egov"] = EgovCallbackPlatform(secret)  # the portal's status callbacks
+    bodies = SlowBodies(
+        timeout=config.server.body_timeout.total_seconds(),
+        per_client=config.server.slow_bodies_per_client,
+    )
     app = web.Application(
-        middlewares=[errors_middleware], client_max_size=config.server.max_body_bytes
+        middlewares=[errors_middleware, bodies.middleware],
+        client_max_size=config.server.max_body_bytes,
     )
     app[CONFIG] = config
     app[ENVIRON] = environ

@@ -177,6 +177,8 @@ def cmd_serve(ctx: Context, args: argparse.Namespace) -> int:
             host=server.host,
             port=server.port,
             shutdown_timeout=server.shutdown_timeout.total_seconds(),
+            # aiohttp closes a connection whose request head is not in by then.
+            keepalive_timeout=server.header_timeout.total_seconds(),
             print=None,
             access_log=None,
             handle_signals=True,

@@ -269,6 +269,16 @@ BROKEN = {
         NO_ENV,
         ["schedule.escalate_after: duration 0 must be positive"],
     ),
+    "zero body timeout": (
+        '[server]\nbody_timeout = "0s"\n',
+        NO_ENV,
+        ["server.body_timeout: duration '0s' must be positive"],
+    ),
+    "no slow bodies at all": (
+        "[server]\nslow_bodies_per_client = 0\n",
+        NO_ENV,
+        ["server.slow_bodies_per_client: must be at least 1, got 0"],
+    ),
     "missing needed secret": (
         CALLBACK,
         NO_ENV,

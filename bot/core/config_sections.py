@@ -124,6 +124,12 @@ class ServerConfig(ConfigSection):
     port: int = Field(default=8080, ge=1, le=65535)
     max_body_bytes: int = Field(default=1_048_576, gt=0)
     shutdown_timeout: Duration = timedelta(seconds=10)
+    # A request head must arrive within header_timeout of the connection's opening (or of
+    # the previous answer on a kept-alive connection); a body within body_timeout of its head.
+    header_timeout: Duration = timedelta(seconds=10)
+    body_timeout: Duration = timedelta(seconds=10)
+    # Requests whose bodies are still arriving that one client address may have at once.
+    slow_bodies_per_client: int = Field(default=8, ge=1, le=10_000)
 
 
 class DatabaseConfig(ConfigSection):

@@ -246,4 +246,8 @@ MESSAGES: dict[str, str] = {
     "cli.report_binary": "docx is a binary format: give -o FILE (or -o - to write it to standard output)",
     "cli.report_unwritable": "{file}: cannot write: {reason}",
     "cli.report_written": "Report written to {file}: {items} items, {outcomes} outcomes.",
+    # HTTP error messages (the "message" of an error body)
+    "http.body_timeout": "The request body did not arrive within {seconds} s; the connection is closed.",
+    "http.too_many_slow_bodies": "This address already has {limit} requests whose bodies are still arriving; try again later.",
+    "http.database_unavailable": "The database is unavailable; try again in {seconds} s.",
 }

@@ -250,4 +250,8 @@ MESSAGES: dict[str, str] = {
     "cli.report_binary": "docx 是二进制文件：请用 -o 文件名 指定输出文件（-o - 表示写到标准输出）",
     "cli.report_unwritable": "{file}：无法写入：{reason}",
     "cli.report_written": "报告已写入 {file}：{items} 项，{outcomes} 份成效记录。",
+    # HTTP error messages (the "message" of an error body)
+    "http.body_timeout": "请求正文未在 {seconds} 秒内收完，连接已关闭。",
+    "http.too_many_slow_bodies": "此地址尚未收完的请求已达 {limit} 个，请稍后重试。",
+    "http.database_unavailable": "数据库暂时不可用，请 {seconds} 秒后重试。",
 }
