@@ -23,6 +23,7 @@ from bot.appkeys import (
     EGOV_SECRET,
     ENVIRON,
     METRICS,
+    OUTAGE,
     PLATFORMS,
     ROOM,
     SCHEDULER,
@@ -36,7 +37,8 @@ from bot.core.durable_room import LocalRoom
 from bot.core.intake import ChatIntake
 from bot.core.links import AckLinks, ReportLinks
 from bot.core.metrics import Metrics
-from bot.core.platform import Host
+from bot.core.outage import Outage
+from bot.core.platform import Host, StorageUnavailable
 from bot.core.room import RoomHub
 from bot.delivery.sender import OutboxSender, RetryPolicy
 from bot.delivery.wake import wake_listener
@@ -49,7 +51,7 @@ from bot.web.bodies import BodyTimeout, SlowBodies, TooManySlowBodies
 from handlers.dispatch import Dispatcher
 from handlers.parse import worth_processing
 from storage import directory, jobs, lookups, outbox, settings
-from storage.db import Conflict, Database
+from storage.db import Conflict, Database, DatabaseUnavailable
 from storage.domain import Actor
 from storage.migrate import require_current, upgrade
 
@@ -81,6 +83,8 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         message = request.app[BOT].t("http.body_timeout", seconds=f"{exc.seconds:g}")
         response = json_error(408, "request_timeout", message)
         response.force_close()
+    except (DatabaseUnavailable, StorageUnavailable) as exc:
+        response = database_unavailable(request, exc)
     except TooManySlowBodies as exc:
         message = request.app[BOT].t("http.too_many_slow_bodies", limit=exc.limit)
         response = json_error(429, "too_many_slow_requests", message)
@@ -89,7 +93,26 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
     except Exception:
         ref = log_unexpected(request)
         response = json_error(500, "internal", f"unexpected error (reference {ref})", reference=ref)
+    else:
+        outage = request.app[OUTAGE]
+        if outage.down and DATABASE in request.app and request.app[DATABASE].available:
+            outage.answered()
     metrics.count_request(request.method, route_name, response.status)
+    return response
+
+
+DATABASE_RETRY_AFTER = 5  # seconds: what a 503 for an unavailable database asks a client to wait
+
+
+def database_unavailable(
+    request: web.Request, exc: DatabaseUnavailable | StorageUnavailable
+) -> web.Response:
+    """503 database_unavailable with Retry-After; one warning per outage, no traceback."""
+    reason = exc.reason if isinstance(exc, DatabaseUnavailable) else str(exc)
+    request.app[OUTAGE].failed(DatabaseUnavailable(reason))
+    message = request.app[BOT].t("http.database_unavailable", seconds=DATABASE_RETRY_AFTER)
+    response = json_error(503, "database_unavailable", message)
+    response.headers["Retry-After"] = str(DATABASE_RETRY_AFTER)
     return response
 
 
@@ -115,8 +138,13 @@ async def healthz(request: web.Request) -> web.Response:
             counts = await lookups.state_counts(session)
         for state in ("pending", "dead"):
             outbox[state] = counts["outbox_messages"].get(state, 0)
+    except DatabaseUnavailable as exc:
+        request.app[OUTAGE].failed(exc)  # one warning per outage, not one per probe
+        db_state = "error"
     except Exception:
         log.warning("healthz: database check failed", exc_info=True)
+        db_state = "error"
+    if not db.available:  # e.g. SQLite reads while another connection holds the write lock
         db_state = "error"
     degraded = db_state != "ok" or outbox["dead"] > 0
     body = {
@@ -125,7 +153,10 @@ async def healthz(request: web.Request) -> web.Response:
         "outbox": outbox,
         "version": __version__,
     }
-    return web.json_response(body, status=503 if db_state != "ok" else 200)
+    if db_state == "ok":
+        return web.json_response(body)
+    headers = {"Retry-After": str(DATABASE_RETRY_AFTER)}
+    return web.json_response(body, status=503, headers=headers)
 
 
 async def metrics_endpoint(request: web.Request) -> web.Response:
@@ -134,6 +165,8 @@ async def metrics_endpoint(request: web.Request) -> web.Response:
     try:
         async with request.app[DATABASE].read() as session:
             gauges = await lookups.state_counts(session)
+    except DatabaseUnavailable as exc:
+        request.app[OUTAGE].failed(exc)  # the rest is served without the database's gauges
     except Exception:
         log.warning("metrics: database query failed", exc_info=True)
     body = request.app[METRICS].render(__version__, gauges)
@@ -150,7 +183,10 @@ def database_ctx(auto_migrate: bool) -> Callable[[web.Application], AsyncIterato
 
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         config = app[CONFIG]
-        db = Database(config.database.resolved_url(app[ENVIRON]))
+        db = Database(
+            config.database.resolved_url(app[ENVIRON]),
+            lock_timeout=config.database.lock_timeout.total_seconds(),
+        )
         try:
             if auto_migrate:
                 await upgrade(db)
@@ -245,6 +281,8 @@ async def workers_ctx(app: web.Application) -> AsyncIterator[None]:
         async with db.transaction() as session:
             await outbox.release_claims(session, worker=worker)
             await jobs.release_claims(session, worker=worker)
+    except DatabaseUnavailable as exc:  # the leases simply expire instead
+        log.warning("could not release this worker's claims at shutdown: %s", exc.reason)
     except Exception:  # the leases simply expire instead
         log.warning("could not release this worker's claims at shutdown", exc_info=True)
 
@@ -270,14 +308,21 @@ class StoredState:
         self.db = db
 
     async def get(self, key: str) -> str | None:
-        """The stored value, or None."""
-        async with self.db.read() as session:
-            return await settings.get(session, key)
+        """The stored value, or None (StorageUnavailable while the database is)."""
+        try:
+            async with self.db.read() as session:
+                return await settings.get(session, key)
+        except DatabaseUnavailable as exc:
+            raise StorageUnavailable(exc.reason) from exc
 
     async def put(self, key: str, value: str) -> None:
-        """Store a value (committed on return)."""
-        async with self.db.transaction() as session:
-            await settings.put(session, key, value)
+        """Store a value (committed on return; StorageUnavailable while the database is
+        unavailable)."""
+        try:
+            async with self.db.transaction() as session:
+                await settings.put(session, key, value)
+        except DatabaseUnavailable as exc:
+            raise StorageUnavailable(exc.reason) from exc
 
 
 async def chat_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -377,6 +422,7 @@ def create_app(
     app[CONFIG] = config
     app[ENVIRON] = environ
     app[METRICS] = Metrics()
+    app[OUTAGE] = Outage(log, "HTTP requests")
     app[BOT] = BotContext.from_config(config, platforms[config.group.platform].capabilities)
     app[PLATFORMS] = platforms
     app[EGOV_SECRET] = secret or ""

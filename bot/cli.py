@@ -68,7 +68,10 @@ class Context:
 
     def database(self) -> Database:
         """A database handle for the configured URL."""
-        return Database(self.config.database.resolved_url(self.environ))
+        return Database(
+            self.config.database.resolved_url(self.environ),
+            lock_timeout=self.config.database.lock_timeout.total_seconds(),
+        )
 
     def print(self, line: str = "") -> None:
         """Write one line of output."""

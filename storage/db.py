@@ -12,7 +12,8 @@ from typing import Any
 
 from sqlalchemy import event, text
 from sqlalchemy.engine import URL, Connection, make_url
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeout
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
     AsyncEngine,
@@ -30,19 +31,29 @@ WAKE_CHANNEL = "workbot_wake"  # PostgreSQL NOTIFY channel; payload "<topic>:<in
 WakeListener = Callable[[set[str]], None]
 
 
-def _sqlite_connect(dbapi_connection: Any, _record: ConnectionPoolEntry | None) -> None:
-    """Durable, consistent SQLite: WAL, fsync on commit, enforced foreign keys."""
-    # Let SQLAlchemy (our "begin" hook) own BEGIN instead of the driver's implicit one.
-    dbapi_connection.isolation_level = None
-    cursor = dbapi_connection.cursor()
-    for pragma in (
-        "PRAGMA journal_mode=WAL",
-        "PRAGMA synchronous=FULL",
-        "PRAGMA foreign_keys=ON",
-        "PRAGMA busy_timeout=10000",
-    ):
-        cursor.execute(pragma)
-    cursor.close()
+LOCK_TIMEOUT = 10.0  # seconds a SQLite writer waits for the file's write lock by default
+
+
+def _sqlite_setup(
+    lock_timeout: float,
+) -> Callable[[Any, ConnectionPoolEntry | None], None]:
+    """The set-up of every SQLite connection: WAL, fsync on commit, enforced foreign keys,
+    and how long to wait for another connection's lock before giving up."""
+
+    def connect(dbapi_connection: Any, _record: ConnectionPoolEntry | None) -> None:
+        # Let SQLAlchemy (our "begin" hook) own BEGIN instead of the driver's implicit one.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        for pragma in (
+            "PRAGMA journal_mode=WAL",
+            "PRAGMA synchronous=FULL",
+            "PRAGMA foreign_keys=ON",
+            f"PRAGMA busy_timeout={round(lock_timeout * 1000)}",
+        ):
+            cursor.execute(pragma)
+        cursor.close()
+
+    return connect
 
 
 def _sqlite_begin(conn: Connection) -> None:
@@ -54,30 +65,106 @@ def _sqlite_begin(conn: Connection) -> None:
 
 
 class DatabaseUnavailable(Exception):
-    """The database cannot be opened at all (checked before any driver is started)."""
+    """The database cannot be reached or cannot write now: an expected fault, not a bug.
+
+    Raised for a SQLite file that cannot be opened, and by every unit of work (`read`,
+    `transaction`, `write_slot`) whose failure `unavailable_reason` classifies as an outage:
+    the server refused or dropped the connection, is shutting down or out of connections,
+    the file is locked by another connection beyond the lock timeout, or the disk is full or
+    failing. Anything else (a bad statement, a constraint) still surfaces as itself."""
+
+    @property
+    def reason(self) -> str:
+        """What the driver said, in one line."""
+        return str(self)
+
+
+# SQLite's primary result codes that mean "not now" rather than "wrong": busy, locked, out
+# of memory, I/O error, disk full, cannot open, lock protocol error.
+_SQLITE_OUTAGE_CODES = frozenset({5, 6, 7, 10, 13, 14, 15})
+_SQLITE_OUTAGE_MESSAGES = (
+    "database is locked",
+    "database table is locked",
+    "disk i/o error",
+    "database or disk is full",
+    "unable to open database file",
+)
+# PostgreSQL SQLSTATEs of outages: class 08 (connection exception), class 53 (insufficient
+# resources: too many connections, disk full, out of memory), 57P01-57P03 (the server is
+# shutting down, crashed, or cannot accept connections yet) and class 58 (system I/O error).
+_PG_OUTAGE_STATES = ("08", "53", "57P01", "57P02", "57P03", "58")
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return f"{type(exc).__name__}: {text[:200]}"
+
+
+def unavailable_reason(exc: BaseException) -> str | None:
+    """Why `exc` means the database is unavailable (a one-line reason), or None when it is
+    some other failure, which must surface as the bug or refusal it is.
+
+    Follows the chain of causes, since SQLAlchemy wraps the driver's exception and the
+    asyncpg adapter wraps asyncpg's."""
+    seen: set[int] = set()
+    pending: list[BaseException | None] = [exc]
+    while pending:
+        current = pending.pop()
+        if current is None or id(current) in seen or len(seen) > 16:
+            continue
+        seen.add(id(current))
+        if isinstance(current, DatabaseUnavailable):
+            return current.reason
+        if isinstance(current, OSError | SQLAlchemyTimeout):  # refused, reset, unreachable
+            return _one_line(current)
+        if isinstance(current, sqlite3.Error):
+            code = getattr(current, "sqlite_errorcode", None)
+            message = str(current).lower()
+            if (code is not None and code & 0xFF in _SQLITE_OUTAGE_CODES) or any(
+                known in message for known in _SQLITE_OUTAGE_MESSAGES
+            ):
+                return _one_line(current)
+        state = getattr(current, "sqlstate", None)
+        if isinstance(state, str) and state.startswith(_PG_OUTAGE_STATES):
+            return _one_line(current)
+        if isinstance(current, DBAPIError) and current.connection_invalidated:
+            cause = current.orig if current.orig is not None else current
+            return _one_line(cause)
+        pending.extend((getattr(current, "orig", None), current.__cause__, current.__context__))
+    return None
 
 
 class Database:
     """One database: an async engine, a reader and a writer session factory."""
 
     def __init__(
-        self, url: str | URL, *, echo: bool = False, connect_args: dict[str, Any] | None = None
+        self,
+        url: str | URL,
+        *,
+        echo: bool = False,
+        connect_args: dict[str, Any] | None = None,
+        lock_timeout: float = LOCK_TIMEOUT,
     ) -> None:
         self.url = make_url(url)
         self.connect_args: dict[str, Any] = dict(connect_args or {})
+        self.lock_timeout = lock_timeout
+        # An outage seen by any unit of work, until one succeeds; and a failed write, until a
+        # write succeeds (SQLite can read while another connection holds the write lock).
+        self._unavailable = False
+        self._unwritable = False
         if self.is_sqlite:
             self._check_sqlite_path()
         # Statement values never reach a log line or an error message: they hold secrets
         # (the link secret), tokens and people's data.
         kwargs: dict[str, Any] = {"echo": echo, "hide_parameters": True}
         if self.is_sqlite:
-            kwargs["connect_args"] = {"timeout": 10, **self.connect_args}
+            kwargs["connect_args"] = {"timeout": lock_timeout, **self.connect_args}
         else:
             kwargs["pool_pre_ping"] = True
             kwargs["connect_args"] = self.connect_args
         self.engine: AsyncEngine = create_async_engine(self.url, **kwargs)
         if self.is_sqlite:
-            event.listen(self.engine.sync_engine, "connect", _sqlite_connect)
+            event.listen(self.engine.sync_engine, "connect", _sqlite_setup(lock_timeout))
             event.listen(self.engine.sync_engine, "begin", _sqlite_begin)
         writer = self.engine.execution_options(**{_IMMEDIATE: True})
         # PostgreSQL reads run in autocommit: under read committed each statement has its own
@@ -117,21 +204,49 @@ class Database:
         """The backend name: sqlite or postgresql."""
         return self.url.get_backend_name()
 
+    @property
+    def available(self) -> bool:
+        """False from an outage seen by any unit of work (DatabaseUnavailable) until the
+        database answers again, and from a failed write until a write succeeds."""
+        return not (self._unavailable or self._unwritable)
+
+    def _outage(self, exc: Exception, *, write: bool) -> DatabaseUnavailable | None:
+        """The DatabaseUnavailable that exc amounts to (and note the outage), or None."""
+        reason = unavailable_reason(exc)
+        if reason is None:
+            return None
+        self._unavailable = True
+        self._unwritable = self._unwritable or write
+        return exc if isinstance(exc, DatabaseUnavailable) else DatabaseUnavailable(reason)
+
+    def _answered(self, *, write: bool) -> None:
+        self._unavailable = False
+        if write:
+            self._unwritable = False
+
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:
         """A unit of work: commits on success, rolls back on any exception.
 
         After a commit, the wake-up topics the transaction raised (see `wake`) are passed
         to every listener, so this process's delivery and scheduler loops look again now.
+        DatabaseUnavailable when it fails for an outage (see `unavailable_reason`).
         """
-        if self._write_lock is None:
-            async with self._writers.begin() as session:
-                session.info[_INSTANCE] = self.instance
-                yield session
-        else:
-            async with self._write_lock, self._writers.begin() as session:
-                session.info[_INSTANCE] = self.instance
-                yield session
+        try:
+            if self._write_lock is None:
+                async with self._writers.begin() as session:
+                    session.info[_INSTANCE] = self.instance
+                    yield session
+            else:
+                async with self._write_lock, self._writers.begin() as session:
+                    session.info[_INSTANCE] = self.instance
+                    yield session
+        except Exception as exc:
+            outage = self._outage(exc, write=True)
+            if outage is None or outage is exc:
+                raise
+            raise outage from exc
+        self._answered(write=True)
         topics: set[str] = session.info.pop(_WAKE, set())
         for listener in list(self.wake_listeners) if topics else ():
             listener(topics)
@@ -140,17 +255,37 @@ class Database:
     async def write_slot(self) -> AsyncIterator[None]:
         """For a writer with its own connection: wait for this process's SQLite write turn
         (a no-op on PostgreSQL), so it queues in-process instead of on the file lock."""
-        if self._write_lock is None:
-            yield
-        else:
-            async with self._write_lock:
+        try:
+            if self._write_lock is None:
                 yield
+            else:
+                async with self._write_lock:
+                    yield
+        except Exception as exc:
+            outage = self._outage(exc, write=True)
+            if outage is None or outage is exc:
+                raise
+            raise outage from exc
+        self._answered(write=True)
+
+    async def direct_connection(self) -> AsyncConnection:
+        """A connection of its own, outside any unit of work (to LISTEN on); the caller
+        closes it. DatabaseUnavailable when the database cannot be reached."""
+        try:
+            return await self.engine.connect()
+        except Exception as exc:
+            outage = self._outage(exc, write=False)
+            if outage is None or outage is exc:
+                raise
+            raise outage from exc
 
     def sqlite_connection(self) -> sqlite3.Connection:
         """A new plain sqlite3 connection to this database, set up like the engine's."""
         path = self.url.database or ""
-        conn = sqlite3.connect(path, timeout=10, isolation_level=None, check_same_thread=False)
-        _sqlite_connect(conn, None)
+        conn = sqlite3.connect(
+            path, timeout=self.lock_timeout, isolation_level=None, check_same_thread=False
+        )
+        _sqlite_setup(self.lock_timeout)(conn, None)
         return conn
 
     @staticmethod
@@ -182,11 +317,20 @@ class Database:
         """A read-only session; never commits. On SQLite it is one snapshot. On PostgreSQL
         each statement sees what was committed when it started, unless `snapshot` asks for
         one repeatable-read transaction (needed by several statements that must agree, and
-        by streamed results)."""
-        async with self._readers() as session, session.begin():
-            if snapshot and not self.is_sqlite:
-                await session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
-            yield session
+        by streamed results). DatabaseUnavailable when it fails for an outage."""
+        try:
+            async with self._readers() as session, session.begin():
+                if snapshot and not self.is_sqlite:
+                    await session.connection(
+                        execution_options={"isolation_level": "REPEATABLE READ"}
+                    )
+                yield session
+        except Exception as exc:
+            outage = self._outage(exc, write=False)
+            if outage is None or outage is exc:
+                raise
+            raise outage from exc
+        self._answered(write=False)
 
     async def dispose(self) -> None:
         """Close every pooled connection."""

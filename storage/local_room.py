@@ -7,6 +7,7 @@ the room rows plus one for the inbound events of the posts that need processing,
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import sqlite3
 from collections.abc import Callable, Mapping, Sequence
@@ -233,13 +234,21 @@ class SqliteAppender:
         if self._conn is None:
             self._conn = self._connect()
         conn = self._conn
-        conn.execute("BEGIN IMMEDIATE")
         try:
-            results = self._append(conn, posts, now, inbound)
-        except BaseException:
-            conn.execute("ROLLBACK")
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                results = self._append(conn, posts, now, inbound)
+                conn.execute("COMMIT")
+            except BaseException:
+                # A failed COMMIT (disk full, I/O error) can leave the transaction open.
+                if conn.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        conn.execute("ROLLBACK")
+                raise
+        except sqlite3.OperationalError:
+            # Locked, full or failing: start the next batch on a fresh connection.
+            self.close()
             raise
-        conn.execute("COMMIT")
         return results
 
     def _append(

@@ -140,6 +140,9 @@ class DatabaseConfig(ConfigSection):
     url: str = "sqlite+aiosqlite:///workbot.db"
     url_env: str | None = None
     auto_migrate: bool = True
+    # How long a SQLite writer waits for another connection's lock before the write is
+    # refused as "database unavailable" (503).
+    lock_timeout: Duration = timedelta(seconds=10)
 
     @field_validator("url")
     @classmethod

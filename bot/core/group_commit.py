@@ -14,7 +14,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Generic, TypeVar
 
-from storage.db import Database, Session
+from bot.core.outage import Outage
+from storage.db import Database, DatabaseUnavailable, Session
 
 log = logging.getLogger("workbot.ingest")
 
@@ -50,6 +51,7 @@ class GroupCommit(Generic[T, R]):
         self._closing = False
         self.batches = 0
         self.items = 0
+        self.outage = Outage(log, "the group-commit writer")
 
     def start(self) -> None:
         """Start the writer task."""
@@ -87,6 +89,13 @@ class GroupCommit(Generic[T, R]):
         items = [item for item, _ in batch]
         try:
             results = await self._write_batch(items)
+        except DatabaseUnavailable as exc:
+            # Not one item's fault: every request of the batch is refused (answered 503).
+            self.outage.failed(exc)
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(DatabaseUnavailable(exc.reason))
+            return
         except Exception as exc:
             if len(batch) > 1:
                 # One bad item must not fail the others: write them one by one instead.
@@ -101,6 +110,7 @@ class GroupCommit(Generic[T, R]):
                 if not future.done():
                     future.set_exception(exc)
             return
+        self.outage.answered()
         self.batches += 1
         self.items += len(items)
         for (_, future), result in zip(batch, results, strict=True):

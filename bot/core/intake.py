@@ -18,9 +18,17 @@ from dataclasses import dataclass
 from typing import Any
 
 from bot.core.clock import Clock
-from bot.core.platform import ButtonAction, InboundEvent, InboundMessage, Reaction, Sender
+from bot.core.outage import Outage
+from bot.core.platform import (
+    ButtonAction,
+    InboundEvent,
+    InboundMessage,
+    Reaction,
+    Sender,
+    StorageUnavailable,
+)
 from storage import inbound
-from storage.db import Database
+from storage.db import Database, DatabaseUnavailable
 from storage.types import InboundStatus
 
 log = logging.getLogger("workbot.inbound")
@@ -37,6 +45,12 @@ class InboundGate:
         self.process = process
         self.clock = clock
         self._tasks: set[asyncio.Task[None]] = set()
+        # Events whose processing a database outage interrupted: stored, still "received",
+        # processed again once the database answers (by the retrying task).
+        self._stalled: dict[tuple[str, str], Mapping[str, Any]] = {}
+        self._retrying: asyncio.Task[None] | None = None
+        self._pause = 0.0
+        self.outage = Outage(log, "inbound processing")
 
     async def accept(self, source: str, event_id: str, payload: Mapping[str, Any]) -> bool:
         """Store the event (committed when this returns); False if it was a duplicate."""
@@ -73,6 +87,9 @@ class InboundGate:
             result = await self.process(source, payload)
             status, note = result if isinstance(result, tuple) else (result, None)
             error = None
+        except DatabaseUnavailable as exc:
+            self._stall(source, event_id, payload, exc)
+            return
         except Exception as exc:
             log.exception("processing %s event %s failed", source, event_id)
             status, error = InboundStatus.FAILED, repr(exc)
@@ -87,8 +104,31 @@ class InboundGate:
                     error=error,
                     note=note,
                 )
+        except DatabaseUnavailable as exc:
+            self._stall(source, event_id, payload, exc)
+            return
         except Exception:  # it stays "received" and is processed again by recover()
             log.exception("could not record the end of %s event %s", source, event_id)
+            return
+        self.outage.answered()
+
+    def _stall(
+        self, source: str, event_id: str, payload: Mapping[str, Any], exc: DatabaseUnavailable
+    ) -> None:
+        """Keep an event whose processing an outage interrupted, and process it again once
+        the database answers (it stays "received", so a restart would too)."""
+        self._pause = self.outage.failed(exc)
+        self._stalled[(source, event_id)] = payload
+        if self._retrying is None or self._retrying.done():
+            self._retrying = asyncio.create_task(self._retry())
+
+    async def _retry(self) -> None:
+        """Process the stalled events again, pausing longer after each failed try."""
+        while self._stalled:
+            await asyncio.sleep(self._pause)
+            stalled, self._stalled = self._stalled, {}
+            for (source, event_id), payload in stalled.items():
+                await self._run(source, event_id, payload)
 
     async def recover(self) -> int:
         """Process events that were stored but never finished; returns how many."""
@@ -107,7 +147,12 @@ class InboundGate:
                 await self._run(source, event_id, payload)
 
     async def drain(self) -> None:
-        """Wait for the processing started so far (tests and graceful shutdown)."""
+        """Wait for the processing started so far (tests and graceful shutdown). Events an
+        outage stalled are not waited for: they stay "received", for recover() at the next
+        start."""
+        if self._retrying is not None:
+            self._retrying.cancel()
+            await asyncio.gather(self._retrying, return_exceptions=True)
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
@@ -180,14 +225,21 @@ class ChatIntake:
         return handled.status, handled.note
 
     async def accept(self, event: InboundEvent) -> bool:
-        """Store a platform event (committed on return) and process it afterwards."""
-        return await self.gate.accept(event.platform, event.event_id, event_to_payload(event))
+        """Store a platform event (committed on return) and process it afterwards
+        (StorageUnavailable, not stored, while the database is unavailable)."""
+        try:
+            return await self.gate.accept(event.platform, event.event_id, event_to_payload(event))
+        except DatabaseUnavailable as exc:
+            raise StorageUnavailable(exc.reason) from exc
 
     async def accept_and_wait(self, event: InboundEvent) -> bool:
         """Store a platform event and process it before returning."""
-        return await self.gate.accept_and_wait(
-            event.platform, event.event_id, event_to_payload(event)
-        )
+        try:
+            return await self.gate.accept_and_wait(
+                event.platform, event.event_id, event_to_payload(event)
+            )
+        except DatabaseUnavailable as exc:
+            raise StorageUnavailable(exc.reason) from exc
 
     def spawn(self, source: str, event_id: str, payload: Mapping[str, Any]) -> None:
         """Process an event that was stored by someone else (the local room's group commit)."""

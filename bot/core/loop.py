@@ -8,6 +8,8 @@ import datetime as dt
 import logging
 
 from bot.core.clock import Clock
+from bot.core.outage import Outage
+from storage.db import DatabaseUnavailable
 
 
 class WakeableLoop:
@@ -20,6 +22,7 @@ class WakeableLoop:
         self._log = log
         self._wake = asyncio.Event()
         self._stopping = False
+        self.outage = Outage(log, name)
 
     def wake(self) -> None:
         """New work was committed: end the current sleep now."""
@@ -46,16 +49,22 @@ class WakeableLoop:
         return min(self.max_idle, max(0.0, (due - self.clock()).total_seconds()))
 
     async def run(self) -> None:
-        """Run passes until stopped or cancelled; an error is logged and retried after 5 s."""
+        """Run passes until stopped or cancelled. While the database is unavailable a pass is
+        retried after a growing pause, with one warning when the outage begins and one when
+        it ends; any other error is logged with its traceback and retried after 5 s."""
         while not self._stopping:
             self._wake.clear()
             try:
                 delay = await self.one_pass()
             except asyncio.CancelledError:
                 raise
+            except DatabaseUnavailable as exc:
+                delay = self.outage.failed(exc)
             except Exception:
                 self._log.exception("%s pass failed; retrying in 5 s", self.name)
                 delay = 5.0
+            else:
+                self.outage.answered()
             if delay > 0 and not self._stopping:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), timeout=delay)

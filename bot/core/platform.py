@@ -262,6 +262,11 @@ class RetryLater(PlatformError):
         self.rate_limited = rate_limited
 
 
+class StorageUnavailable(RetryLater):
+    """The core cannot store now (its database is unavailable): nothing was kept; try again
+    later. The app answers it 503 on HTTP; an adapter's own loop backs off and retries."""
+
+
 class PermanentError(PlatformError):
     """A failure that retrying will not fix (bad token, unknown chat): dead-letter it."""
 

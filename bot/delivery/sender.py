@@ -21,7 +21,7 @@ from bot.core.platform import (
     TargetKind,
 )
 from storage import outbox, ratelimit
-from storage.db import Database
+from storage.db import Database, DatabaseUnavailable
 from storage.models import OutboxMessage
 from storage.types import OutboxState
 
@@ -94,6 +94,11 @@ class OutboxSender(WakeableLoop):
         self.batch = batch
         self.rng = rng or random.Random()  # noqa: S311 - jitter, not secrecy
         self._limit = asyncio.Semaphore(concurrency)
+        # After a pass cut short by a database outage: sends the platform accepted but that
+        # could not be recorded (outbox id -> platform message id, when answered), and
+        # whether claims of that pass may still be held.
+        self._unrecorded: dict[int, tuple[str, dt.datetime]] = {}
+        self._abandoned = False
 
     async def one_pass(self) -> float:
         """Deliver one batch; sleep until the next row is due."""
@@ -108,30 +113,63 @@ class OutboxSender(WakeableLoop):
             return self.delay_until(await outbox.next_due_at(session))
 
     async def run_once(self) -> list[Outcome]:
-        """Claim and deliver one batch; returns what happened to each row."""
-        async with self.db.transaction() as session:
-            rows = await outbox.claim_due(
-                session, worker=self.worker, now=self.clock(), lease=self.lease, limit=self.batch
+        """Claim and deliver one batch; returns what happened to each row.
+        DatabaseUnavailable when the database went away during the pass."""
+        try:
+            if self._abandoned:
+                await self._after_outage()
+            async with self.db.transaction() as session:
+                rows = await outbox.claim_due(
+                    session,
+                    worker=self.worker,
+                    now=self.clock(),
+                    lease=self.lease,
+                    limit=self.batch,
+                )
+                claimed = [(r.id, r) for r in rows]
+            if not claimed:
+                return []
+            # return_exceptions: a cancelled pass waits for every delivery to stop, so none is
+            # left running on the database and the platform after run() has returned.
+            results = await asyncio.gather(
+                *(self._deliver(row) for _, row in claimed), return_exceptions=True
             )
-            claimed = [(r.id, r) for r in rows]
-        if not claimed:
-            return []
-        # return_exceptions: a cancelled pass waits for every delivery to stop, so none is
-        # left running on the database and the platform after run() has returned.
-        results = await asyncio.gather(
-            *(self._deliver(row) for _, row in claimed), return_exceptions=True
-        )
+        except DatabaseUnavailable:
+            self._abandoned = True
+            raise
         outcomes: list[Outcome] = []
         for result in results:
+            if isinstance(result, DatabaseUnavailable):
+                self._abandoned = True
             if isinstance(result, BaseException):
                 raise result
             outcomes.append(result)
         return outcomes
 
+    async def _after_outage(self) -> None:
+        """Once the database is back: record the sends that were accepted during the outage
+        (so they are not sent again), then give back this worker's other claims, so that the
+        rows the cut-short pass held are delivered now rather than when their lease ends.
+        (Only this loop claims outbox rows for this worker, and no pass is running now.)"""
+        async with self.db.transaction() as session:
+            for outbox_id, (message_id, answered) in self._unrecorded.items():
+                await outbox.mark_sent(
+                    session,
+                    outbox_id,
+                    worker=self.worker,
+                    platform_message_id=message_id,
+                    now=answered,
+                )
+            await outbox.release_claims(session, worker=self.worker)
+        self._unrecorded.clear()
+        self._abandoned = False
+
     async def _deliver(self, row: OutboxMessage) -> Outcome:
         async with self._limit:
             try:
                 return await self._deliver_one(row)
+            except DatabaseUnavailable:
+                raise  # the pass stops; the loop waits for the database
             except Exception as exc:  # a bug or an unexpected library error: retry later
                 log.exception("outbox %s: unexpected error", row.id)
                 return await self._failed(row, f"unexpected: {exc!r}", None, permanent=False)
@@ -176,17 +214,21 @@ class OutboxSender(WakeableLoop):
             await self._settle_slots(limits, taken_at)
             return await self._failed(row, str(exc), None, permanent=True)
         answered = self.clock()
-        async with self.db.transaction() as session:
-            ok = await outbox.mark_sent(
-                session,
-                row.id,
-                worker=self.worker,
-                platform_message_id=result.message_id,
-                now=answered,
-            )
-            if limits and taken_at is not None:
-                keys = [lim.key for lim in limits]
-                await ratelimit.settle(session, keys=keys, taken_at=taken_at, at=answered)
+        try:
+            async with self.db.transaction() as session:
+                ok = await outbox.mark_sent(
+                    session,
+                    row.id,
+                    worker=self.worker,
+                    platform_message_id=result.message_id,
+                    now=answered,
+                )
+                if limits and taken_at is not None:
+                    keys = [lim.key for lim in limits]
+                    await ratelimit.settle(session, keys=keys, taken_at=taken_at, at=answered)
+        except DatabaseUnavailable:
+            self._unrecorded[row.id] = (result.message_id, answered)  # recorded once it is back
+            raise
         if not ok:
             log.warning("outbox %s: sent, but the lease had passed to another worker", row.id)
             return Outcome(row.id, "lost", "lease expired before the result was recorded")

@@ -16,7 +16,8 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from storage.db import Database, DataVersion, DirectConnection
+from bot.core.outage import Outage
+from storage.db import Database, DatabaseUnavailable, DataVersion, DirectConnection
 from storage.outbox import WAKE_CHANNEL
 
 log = logging.getLogger("workbot.wake")
@@ -43,38 +44,91 @@ def wake_listener(db: Database, on_topics: Callable[[set[str]], None]) -> WakeLi
 
 
 class PgWakeListener:
-    """Holds one connection that LISTENs on the wake channel and passes topics on."""
+    """Holds one connection that LISTENs on the wake channel and passes topics on.
+
+    When that connection is lost (the server went away), it says so once, reconnects with
+    a growing pause until the server answers, says so once more, and then wakes every loop:
+    what other processes committed meanwhile was not heard."""
 
     def __init__(self, db: Database, on_topics: Callable[[set[str]], None]) -> None:
         self.db = db
         self.on_topics = on_topics
         self._conn: DirectConnection | None = None
         self._driver: Any = None
+        self._stopping = False
+        self._reconnecting: asyncio.Task[None] | None = None
+        self.outage = Outage(log, "the wake-up listener")
 
     def _callback(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
         topic = self.db.own_notification(payload)
         if topic:  # this process's own commits woke its loops already
             self.on_topics({topic})
 
+    def _terminated(self, _conn: Any) -> None:
+        if self._stopping or (self._reconnecting is not None and not self._reconnecting.done()):
+            return
+        self.outage.failed(DatabaseUnavailable("the listening connection was lost"))
+        self._reconnecting = asyncio.get_running_loop().create_task(
+            self._reconnect(), name="workbot-wake-reconnect"
+        )
+
+    async def _listen(self) -> None:
+        self._conn = await self.db.direct_connection()
+        try:
+            raw = await self._conn.get_raw_connection()
+            self._driver = raw.driver_connection
+            await self._driver.add_listener(WAKE_CHANNEL, self._callback)
+            self._driver.add_termination_listener(self._terminated)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await self._conn.invalidate()
+            self._conn = None
+            raise
+
+    async def _reconnect(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(Exception):
+                await self._conn.invalidate()  # its socket is gone: do not pool it
+            self._conn = None
+        pause = self.outage.first
+        while not self._stopping:
+            await asyncio.sleep(pause)
+            try:
+                await self._listen()
+            except DatabaseUnavailable as exc:
+                pause = self.outage.failed(exc)
+                continue
+            except Exception as exc:  # e.g. the driver refused a half-open connection
+                pause = self.outage.failed(DatabaseUnavailable(repr(exc)))
+                continue
+            self.outage.answered()
+            self.on_topics(set(ALL_TOPICS))
+            return
+
     async def start(self) -> None:
         """Open the listening connection (no-op on SQLite)."""
         if self.db.is_sqlite:
             return
-        self._conn = await self.db.engine.connect()
-        raw = await self._conn.get_raw_connection()
-        self._driver = raw.driver_connection
-        await self._driver.add_listener(WAKE_CHANNEL, self._callback)
+        self._stopping = False
+        await self._listen()
         log.debug("listening on %s", WAKE_CHANNEL)
 
     async def stop(self) -> None:
-        """Stop listening and give the connection back."""
+        """Stop listening (and reconnecting) and give the connection back."""
+        self._stopping = True
+        if self._reconnecting is not None:
+            self._reconnecting.cancel()
+            await asyncio.gather(self._reconnecting, return_exceptions=True)
+            self._reconnecting = None
         if self._conn is None:
             return
         try:
+            self._driver.remove_termination_listener(self._terminated)
             await self._driver.remove_listener(WAKE_CHANNEL, self._callback)
         except Exception:
             log.debug("could not remove the wake listener", exc_info=True)
-        await self._conn.close()
+        with contextlib.suppress(Exception):
+            await self._conn.close()
         self._conn = None
 
 
@@ -104,16 +158,19 @@ class SqliteWakeWatcher:
         self._stopping = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._version: int | None = None
+        self.outage = Outage(log, "the SQLite wake-up watcher")
 
     def _read(self) -> int | None:
-        """The data version now, or None when it cannot be read."""
+        """The data version now, or None when it cannot be read (one warning when it stops
+        being readable, one when it is readable again)."""
         assert self._conn is not None
         try:
-            return self._conn.read()
-        except sqlite3.Error:
-            if self._version is not None:
-                log.warning("cannot read the SQLite data version", exc_info=True)
+            version = self._conn.read()
+        except sqlite3.Error as exc:
+            self.outage.failed(DatabaseUnavailable(f"{type(exc).__name__}: {exc}"))
             return None
+        self.outage.answered()
+        return version
 
     async def start(self) -> None:
         """Open the watching connection and start polling (no-op on PostgreSQL)."""

@@ -50,6 +50,7 @@ from bot.core.platform import (
     Sender,
     SendResult,
     StateStore,
+    StorageUnavailable,
     TargetKind,
 )
 
@@ -366,12 +367,19 @@ class MatrixPlatform(BasePlatform):
                 await asyncio.sleep(wait)
                 backoff = min(backoff * 2, 60.0)
                 continue
-            backoff = 1.0
             await self._join_invites(sync)
-            for event in self.events_of(sync):
-                await intake.accept(event)  # committed (or a known repeat) before we move on
+            try:
+                for event in self.events_of(sync):
+                    await intake.accept(event)  # committed (or a known repeat) before we go on
+                await state.put(NEXT_BATCH, str(sync["next_batch"]))
+            except StorageUnavailable as exc:
+                # Not stored: the same batch is fetched again (its events deduplicated).
+                log.warning("cannot store the sync (%s); retrying in %.0f s", exc, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 60.0)
+                continue
+            backoff = 1.0
             since = str(sync["next_batch"])
-            await state.put(NEXT_BATCH, since)
             self.synced.set()
 
     async def _sync_once(self, since: str | None, *, timeout_ms: int) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from bot.core.clock import Clock
 from bot.core.loop import WakeableLoop
 from storage import jobs
-from storage.db import Database, Session
+from storage.db import Database, DatabaseUnavailable, Session
 from storage.models import Job
 
 log = logging.getLogger("workbot.scheduler")
@@ -63,6 +63,7 @@ class Scheduler(WakeableLoop):
         self.lease = lease
         self.batch = batch
         self.retry_after = retry_after
+        self._abandoned = False  # a pass was cut short by a database outage
 
     async def one_pass(self) -> float:
         """Run one batch of due jobs; go on at once if the batch was full."""
@@ -75,13 +76,28 @@ class Scheduler(WakeableLoop):
             return self.delay_until(await jobs.next_due_at(session, now=self.clock()))
 
     async def run_once(self) -> list[JobRun]:
-        """Claim and run one batch of due jobs."""
-        async with self.db.transaction() as session:
-            claimed = await jobs.claim_due(
-                session, worker=self.worker, now=self.clock(), lease=self.lease, limit=self.batch
-            )
-            ids = [(job.id, job.kind) for job in claimed]
-        return [await self._run(job_id, kind) for job_id, kind in ids]
+        """Claim and run one batch of due jobs (DatabaseUnavailable when the database went
+        away: the jobs of the pass are rolled back, and run again once it is back)."""
+        try:
+            if self._abandoned:
+                # Give back the claims of the pass the outage cut short, so that its jobs run
+                # now rather than when their lease ends (no other pass of this worker runs).
+                async with self.db.transaction() as session:
+                    await jobs.release_claims(session, worker=self.worker)
+                self._abandoned = False
+            async with self.db.transaction() as session:
+                claimed = await jobs.claim_due(
+                    session,
+                    worker=self.worker,
+                    now=self.clock(),
+                    lease=self.lease,
+                    limit=self.batch,
+                )
+                ids = [(job.id, job.kind) for job in claimed]
+            return [await self._run(job_id, kind) for job_id, kind in ids]
+        except DatabaseUnavailable:
+            self._abandoned = True
+            raise
 
     async def _run(self, job_id: int, kind: str) -> JobRun:
         handler = self.handlers.get(kind)
@@ -103,6 +119,8 @@ class Scheduler(WakeableLoop):
         except Reschedule as exc:
             await self._fail(job_id, "", exc.at)
             return JobRun(job_id, kind, "rescheduled")
+        except DatabaseUnavailable:
+            raise  # not the job's fault: the pass stops and the loop waits for the database
         except Exception as exc:
             log.exception("job %s (%s) failed; retrying later", job_id, kind)
             await self._fail(job_id, repr(exc), now + self.retry_after)
