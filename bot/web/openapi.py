@@ -150,6 +150,33 @@ def _too_large(ref: _Refs) -> dict[str, Any]:
     )
 
 
+def _slow_body(ref: _Refs) -> dict[str, Any]:
+    return _errors(
+        ref,
+        "The body was not all received within `[server] body_timeout` (10 s by default); "
+        "the connection is closed.",
+        {"request_timeout": _error_example("request_timeout", "...")},
+    )
+
+
+def _too_many_slow(ref: _Refs) -> dict[str, Any]:
+    return _errors(
+        ref,
+        "This address already has `[server] slow_bodies_per_client` requests whose bodies "
+        "are still arriving; see `Retry-After`. The connection is closed.",
+        {"too_many_slow_requests": _error_example("too_many_slow_requests", "...")},
+    )
+
+
+def _database_unavailable(ref: _Refs) -> dict[str, Any]:
+    return _errors(
+        ref,
+        "The database is unavailable; nothing was stored. Send the request again after "
+        "`Retry-After` seconds.",
+        {"database_unavailable": _error_example("database_unavailable", "...")},
+    )
+
+
 def _not_json(ref: _Refs) -> dict[str, Any]:
     return _errors(
         ref,
@@ -274,8 +301,11 @@ def _egov_paths(ref: _Refs) -> dict[str, Any]:
                     )
                 },
             ),
+            "408": _slow_body(ref),
             "413": _too_large(ref),
             "415": _not_json(ref),
+            "429": _too_many_slow(ref),
+            "503": _database_unavailable(ref),
         },
     }
     status = {
@@ -312,6 +342,7 @@ def _egov_paths(ref: _Refs) -> dict[str, Any]:
                     "egov_disabled": DISABLED,
                 },
             ),
+            "503": _database_unavailable(ref),
         },
     }
     return {
