@@ -405,6 +405,17 @@ async def cmd_pending(ctx: Context, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def out_of_range(ctx: Context, option: str, value: str) -> str:
+    """The message for a --since/--until day outside the days a report may cover."""
+    return ctx.t(
+        "cli.period_out_of_range",
+        option=option,
+        value=value.strip(),
+        earliest=reports.EARLIEST_DAY.isoformat(),
+        latest=reports.LATEST_DAY.isoformat(),
+    )
+
+
 async def cmd_report(ctx: Context, args: argparse.Namespace) -> int:
     """The outcome report of a period (docs/cli.md, "report") to standard output or a file."""
     days = []
@@ -413,6 +424,10 @@ async def cmd_report(ctx: Context, args: argparse.Namespace) -> int:
             days.append(reports.parse_day(value))
         except ValueError:
             raise UsageError(ctx.t("cli.report_bad_date", option=option, value=value)) from None
+        try:
+            reports.check_day(days[-1])
+        except reports.PeriodOutOfRange:
+            raise UsageError(out_of_range(ctx, option, value)) from None
     since, until = days
     if since > until:
         raise UsageError(ctx.t("cli.report_bad_period", since=since, until=until))

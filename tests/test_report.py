@@ -39,17 +39,23 @@ from bot.appkeys import BOT
 from bot.cli import main
 from bot.core.i18n import Translator
 from bot.core.report_format import (
+    EARLIEST_DAY,
     FIELDS,
     FORMULA_STARTS,
+    LATEST_DAY,
+    PeriodOutOfRange,
     chinese_numeral,
     format_date,
     inert,
     markdown_text,
     measure_key,
     merge_measures,
+    period,
     render_markdown,
     report_office,
 )
+from handlers.office import report_period
+from handlers.refusals import Refusal
 from storage.db import Database
 from storage.domain import Metric
 from storage.models import Assignment, Outcome
@@ -389,6 +395,9 @@ async def test_the_period_selects_by_reporting_time(
         (["--since", "20191201", "--until", "2019-12-04"], "--since"),
         (["--since", "2019-12-05", "--until", "2019-12-04"], "--since 2019-12-05"),
         (["--since", "2019-12-01", "--until", "2019-12-04", "--format", "docx"], "-o"),
+        # Days no report may cover (issue 13, item 10): refused, naming the option.
+        (["--since", "0001-01-01", "--until", "2019-12-04"], "--since：0001-01-01 超出"),
+        (["--since", "2019-12-01", "--until", "9999-12-31"], "--until：9999-12-31 超出"),
     ],
 )
 def test_bad_arguments_exit_2_naming_the_option(
@@ -742,3 +751,78 @@ async def test_the_markdown_report_of_a_hostile_notice_has_no_raw_html(
         html = MARKDOWN.render(report)
         assert "<script" not in html and "<a " not in html
         assert words(HOSTILE) in shown(report) and "<script>alert(1)</script>" in shown(report)
+
+
+# -- report periods stay within the days a report may cover (issue 13, item 10) ----------------
+
+ZONES = st.sampled_from(
+    [dt.UTC, SHANGHAI, ZoneInfo("Pacific/Kiritimati"), ZoneInfo("Pacific/Pago_Pago")]
+)
+
+
+@given(st.dates(), st.dates(), ZONES)
+def test_a_period_of_any_two_days_is_bounds_or_a_clear_refusal(
+    since: dt.date, until: dt.date, tz: dt.tzinfo
+) -> None:
+    try:
+        start, end = period(since, until, tz)
+    except PeriodOutOfRange as exc:
+        assert not EARLIEST_DAY <= exc.day <= LATEST_DAY
+        return
+    except ValueError:
+        assert since > until
+        return
+    # Both ends convert to UTC (as the database stores them) and back without overflow.
+    assert start.astimezone(dt.UTC) < end.astimezone(dt.UTC)
+    assert (end - start).days >= 1
+
+
+@given(
+    st.one_of(
+        st.tuples(st.dates(), st.dates()).map(lambda d: f"{d[0]}..{d[1]}"),
+        st.tuples(st.integers(0, 9999), st.integers(0, 13)).map(lambda m: f"{m[0]:04d}-{m[1]}"),
+        st.text(max_size=25),
+    ),
+    st.dates(EARLIEST_DAY, LATEST_DAY),
+)
+def test_the_chat_period_of_any_text_is_a_period_or_a_refusal(text: str, today: dt.date) -> None:
+    try:
+        first, end = report_period(text, today)
+    except Refusal as refusal:
+        assert refusal.key in ("chat.report_usage", "chat.report_out_of_range")
+        return
+    assert EARLIEST_DAY <= first < end <= LATEST_DAY + dt.timedelta(days=1)
+    for tz in (dt.UTC, SHANGHAI):
+        start = dt.datetime.combine(first, dt.time(0), tzinfo=tz).astimezone(dt.UTC)
+        assert start < dt.datetime.combine(end, dt.time(0), tzinfo=tz).astimezone(dt.UTC)
+
+
+async def test_extreme_periods_are_refused_in_chat_and_by_a_genuine_link(db: Database) -> None:
+    """The attack: 报告 0001-01-01..9999-12-30 in chat, and a correctly signed report link for
+    0001-01-01..9999-12-31; both used to end in an unexpected error."""
+    await seed_people(db, dt.datetime.now(dt.UTC), PEOPLE)
+    app = create_app(app_config(db), {})
+    async with TestClient(TestServer(app)) as client:
+        room = Room(client, db)
+        for text in ("报告 0001-01-01..9999-12-30", "报告 9999-12", "报告 0000-01", "报告 1999-12"):
+            await room.post("p003", text)
+            await room.settle()
+            assert (await room.dms("p003"))[-1] == "报告期间须在 2000-01-01 至 2099-12-31 之间。"
+        links = client.app[BOT].report_links
+        assert links is not None
+        expires = dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)
+        for first, last in (
+            (dt.date(1, 1, 1), dt.date(9999, 12, 31)),
+            (dt.date(2019, 12, 1), dt.date(9999, 12, 31)),
+            (dt.date(2019, 12, 2), dt.date(2019, 12, 1)),
+        ):
+            path = "/" + links.url(first, last, expires).split("/", 3)[3]
+            for fmt in ("docx", "md", "csv"):
+                answer = await client.get(path, params={"format": fmt})
+                assert answer.status == 400
+                error = (await answer.json())["error"]
+                assert error["code"] == "invalid_period"
+                assert error["message"] == (
+                    "该链接的报告期间无效：须在 2000-01-01 至 2099-12-31 之间，"
+                    "且起始日不晚于结束日。"
+                )

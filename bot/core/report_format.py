@@ -102,8 +102,33 @@ def parse_day(text: str) -> dt.date:
     return dt.date.fromisoformat(text)
 
 
+# The days a report or burden period may cover. Far inside what dates and timestamps can
+# hold (year 1 to 9999), so no day arithmetic or timezone conversion of a period can overflow,
+# and wide enough for any record the bot keeps.
+EARLIEST_DAY = dt.date(2000, 1, 1)
+LATEST_DAY = dt.date(2099, 12, 31)
+
+
+class PeriodOutOfRange(ValueError):
+    """A period with a day before EARLIEST_DAY or after LATEST_DAY."""
+
+    def __init__(self, day: dt.date) -> None:
+        super().__init__(f"{day} is outside {EARLIEST_DAY}..{LATEST_DAY}")
+        self.day = day
+
+
+def check_day(day: dt.date) -> dt.date:
+    """The day, if a period may include it; PeriodOutOfRange otherwise."""
+    if not EARLIEST_DAY <= day <= LATEST_DAY:
+        raise PeriodOutOfRange(day)
+    return day
+
+
 def period(since: dt.date, until: dt.date, tz: dt.tzinfo) -> tuple[dt.datetime, dt.datetime]:
-    """The half-open instant range [since 00:00, the day after until 00:00) in tz."""
+    """The half-open instant range [since 00:00, the day after until 00:00) in tz; both days
+    within EARLIEST_DAY..LATEST_DAY (PeriodOutOfRange otherwise)."""
+    check_day(since)
+    check_day(until)
     if since > until:
         raise ValueError(f"{since} is after {until}")
     start = dt.datetime.combine(since, dt.time(0), tzinfo=tz)
