@@ -389,8 +389,13 @@ async def test_the_query_string_is_signed_as_sent(portal: Portal, sent: str, sig
     assert answer.status == 201, answer.text
 
 
+@pytest.mark.parametrize("fraction", [0.0, 0.5, 0.999])
 @pytest.mark.parametrize("direction", [-1, 1])
-async def test_the_skew_edge_is_inclusive(portal: Portal, direction: int) -> None:
+async def test_the_skew_edge_is_inclusive(portal: Portal, direction: int, fraction: float) -> None:
+    """Exactly max_skew_seconds old or ahead is accepted and one second more is refused, at
+    any fraction of the server's current second (issue 13, item 10: a request exactly 300 s
+    old was refused when the server's clock was past the start of its second)."""
+    portal.clock.now = float(int(portal.clock.now)) + fraction
     edge = int(portal.clock.now) + direction * MAX_SKEW
     answer = await portal.post(payload("at-the-edge"), timestamp=edge)
     assert answer.status == 201, answer.text
