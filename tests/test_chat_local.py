@@ -413,6 +413,18 @@ async def test_a_repeated_client_id_is_stored_once(room: Room) -> None:
     [
         ({"Content-Type": "text/plain"}, b'{"sender":"p001","text":"x"}', 415, None),
         ({"Content-Type": "application/json"}, b"{not json", 400, "invalid_json"),
+        (  # two texts: which one was posted? (issue 13, item 10)
+            {"Content-Type": "application/json"},
+            b'{"sender":"p001","text":"hello","text":"\xe9\x80\x9a\xe7\x9f\xa5 x"}',
+            400,
+            "duplicate_key",
+        ),
+        (
+            {"Content-Type": "application/json"},
+            b'{"sender":"p001","text":"x","sender":"p003"}',
+            400,
+            "duplicate_key",
+        ),
         ({"Content-Type": "application/json"}, b'{"sender":"p001"}', 400, "invalid_body"),
         (
             {"Content-Type": "application/json"},

@@ -196,6 +196,7 @@ MESSAGES: dict[str, str] = {
     "chat.report_out_of_range": "A report period must lie between {earliest} and {latest}.",
     "cli.period_out_of_range": "{option}: {value} is outside the days a report can cover ({earliest} to {latest})",
     "http.invalid_period": "The link's report period is invalid: it must lie between {earliest} and {latest} and start no later than it ends.",
+    "http.duplicate_key": "The key '{key}' appears twice in one object of the body.",
     "chat.report_summary": "{first} to {last}: {notices} notices ({without_doc} without a document number), {outcomes} outcomes reported.",
     "chat.report_link": "Full report (Word, valid for {days} days, for you only): {url}",
     "chat.unknown_command": 'Unknown command "{word}". Send /help for usage.',

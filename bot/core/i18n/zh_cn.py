@@ -200,6 +200,7 @@ MESSAGES: dict[str, str] = {
     "chat.report_out_of_range": "报告期间须在 {earliest} 至 {latest} 之间。",
     "cli.period_out_of_range": "{option}：{value} 超出可统计的日期范围（{earliest} 至 {latest}）",
     "http.invalid_period": "该链接的报告期间无效：须在 {earliest} 至 {latest} 之间，且起始日不晚于结束日。",
+    "http.duplicate_key": "请求体中同一对象的键“{key}”出现了两次。",
     "chat.report_summary": "{first} 至 {last}：通知 {notices} 项（无文号 {without_doc} 项），收到办理结果 {outcomes} 份。",
     "chat.report_link": "完整报告（Word，{days} 天内有效，仅限本人）：{url}",
     "chat.unknown_command": "无法识别“{word}”。发送“帮助”查看用法。",
