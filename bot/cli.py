@@ -31,6 +31,7 @@ from bot.platforms.registry import (
     capabilities_of,
     directory_columns,
 )
+from handlers.refusals import domain_message
 from storage import audit, directory, outbox, queries
 from storage.burden import snapshot_burden
 from storage.db import Database, DatabaseError, DatabaseUnavailable, shown_url
@@ -86,13 +87,8 @@ class Context:
         return self.t("directory.separator").join(parts)
 
     def domain_message(self, error: DomainError) -> str:
-        """A domain error as a localized sentence."""
-        params = dict(error.params)
-        if "state" in params:
-            prefix = "notice_state" if error.code == "notice_closed" else "state"
-            params["state_label"] = self.t(f"{prefix}.{params['state']}")
-        params.setdefault("message", str(error))
-        return self.t(f"error.{error.code}", **params)
+        """A domain error as a localized sentence (the one mapping chat uses too)."""
+        return domain_message(self.t, error)
 
 
 def now() -> dt.datetime:
