@@ -31,6 +31,7 @@ from bot.platforms.registry import (
     capabilities_of,
     directory_columns,
 )
+from handlers.refusals import domain_message
 from storage import audit, directory, outbox, queries
 from storage.burden import snapshot_burden
 from storage.db import Database, DatabaseError, DatabaseUnavailable, shown_url
@@ -89,13 +90,8 @@ class Context:
         return self.t("directory.separator").join(parts)
 
     def domain_message(self, error: DomainError) -> str:
-        """A domain error as a localized sentence."""
-        params = dict(error.params)
-        if "state" in params:
-            prefix = "notice_state" if error.code == "notice_closed" else "state"
-            params["state_label"] = self.t(f"{prefix}.{params['state']}")
-        params.setdefault("message", str(error))
-        return self.t(f"error.{error.code}", **params)
+        """A domain error as a localized sentence (the one mapping chat uses too)."""
+        return domain_message(self.t, error)
 
 
 def now() -> dt.datetime:
@@ -410,6 +406,17 @@ async def cmd_pending(ctx: Context, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def out_of_range(ctx: Context, option: str, value: str) -> str:
+    """The message for a --since/--until day outside the days a report may cover."""
+    return ctx.t(
+        "cli.period_out_of_range",
+        option=option,
+        value=value.strip(),
+        earliest=reports.EARLIEST_DAY.isoformat(),
+        latest=reports.LATEST_DAY.isoformat(),
+    )
+
+
 async def cmd_report(ctx: Context, args: argparse.Namespace) -> int:
     """The outcome report of a period (docs/cli.md, "report") to standard output or a file."""
     days = []
@@ -418,6 +425,10 @@ async def cmd_report(ctx: Context, args: argparse.Namespace) -> int:
             days.append(reports.parse_day(value))
         except ValueError:
             raise UsageError(ctx.t("cli.report_bad_date", option=option, value=value)) from None
+        try:
+            reports.check_day(days[-1])
+        except reports.PeriodOutOfRange:
+            raise UsageError(out_of_range(ctx, option, value)) from None
     since, until = days
     if since > until:
         raise UsageError(ctx.t("cli.report_bad_period", since=since, until=until))

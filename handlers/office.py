@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import calendar
 import datetime as dt
 import re
 
+from bot.core import report_format as reports
 from bot.core.notices import publish_notice, remind_pending
 from bot.core.render import when
 from handlers.commands import Intent
@@ -173,26 +175,47 @@ _MONTH = re.compile(r"^(\d{4})-(\d{1,2})$")
 _RANGE = re.compile(r"^(\d{4}-\d{1,2}-\d{1,2})\s*(?:\.\.|~|至|到)\s*(\d{4}-\d{1,2}-\d{1,2})$")
 
 
-def report_period(text: str | None, today: dt.date) -> tuple[dt.date, dt.date] | None:
-    """报告 2019-11 (a month) or 2019-11-01..2019-11-30 (inclusive); this month by default."""
+def report_period(text: str | None, today: dt.date) -> tuple[dt.date, dt.date]:
+    """报告 2019-11 (a month) or 2019-11-01..2019-11-30 (inclusive); this month by default.
+    The first day and the day after the last; a Refusal for anything else, and for a day
+    outside the days a report may cover (reports.EARLIEST_DAY..LATEST_DAY)."""
     if not text:
-        start = today.replace(day=1)
+        first = today.replace(day=1)
+        last = first.replace(day=calendar.monthrange(first.year, first.month)[1])
     else:
         text = text.strip()
         found = _RANGE.match(text)
+        month = _MONTH.match(text)
         if found:
             try:
                 first = dt.date.fromisoformat(_pad(found.group(1)))
                 last = dt.date.fromisoformat(_pad(found.group(2)))
             except ValueError:
-                return None
-            return (first, last + dt.timedelta(days=1)) if first <= last else None
-        month = _MONTH.match(text)
-        if month is None or not 1 <= int(month.group(2)) <= 12:
-            return None
-        start = dt.date(int(month.group(1)), int(month.group(2)), 1)
-    end = (start.replace(day=28) + dt.timedelta(days=4)).replace(day=1)
-    return start, end
+                raise Refusal("chat.report_usage") from None
+        elif month is not None and 1 <= int(month.group(2)) <= 12:
+            year, number = int(month.group(1)), int(month.group(2))
+            if not reports.EARLIEST_DAY.year <= year <= reports.LATEST_DAY.year:
+                raise _out_of_range()
+            first = dt.date(year, number, 1)
+            last = first.replace(day=calendar.monthrange(year, number)[1])
+        else:
+            raise Refusal("chat.report_usage")
+        if first > last:
+            raise Refusal("chat.report_usage")
+    try:
+        reports.check_day(first)
+        reports.check_day(last)
+    except reports.PeriodOutOfRange:
+        raise _out_of_range() from None
+    return first, last + dt.timedelta(days=1)
+
+
+def _out_of_range() -> Refusal:
+    return Refusal(
+        "chat.report_out_of_range",
+        earliest=reports.EARLIEST_DAY.isoformat(),
+        latest=reports.LATEST_DAY.isoformat(),
+    )
 
 
 def _pad(day: str) -> str:
@@ -203,10 +226,7 @@ def _pad(day: str) -> str:
 @router.command(Intent.REPORT, roles=OFFICE, usage="help.report")
 async def report(ctx: HandlerContext) -> None:
     """报告 2019-11: a summary of the period's formal work (the full report is `workbot report`)."""
-    period = report_period(ctx.command.period, ctx.now.astimezone(ctx.bot.tz).date())
-    if period is None:
-        raise Refusal("chat.report_usage")
-    first, end = period
+    first, end = report_period(ctx.command.period, ctx.now.astimezone(ctx.bot.tz).date())
     tz = ctx.bot.tz
     start_at = dt.datetime.combine(first, dt.time(0), tzinfo=tz)
     end_at = dt.datetime.combine(end, dt.time(0), tzinfo=tz)

@@ -16,6 +16,13 @@ def domain_message(t: Translator, error: DomainError) -> str:
         params["needs"] = t("list.separator").join(
             t(f"role.{role}") for role in str(params["needs"]).split("|")
         )
+    if error.code == "invalid_value":
+        # The field and the reason in the reader's language, never the English sentence.
+        field = str(params.get("field", ""))
+        params["field"] = t(f"field.{field}") if t.has(f"field.{field}") else field
+        if "outbox_state" in params:
+            params["state_label"] = t(f"outbox_state.{params['outbox_state']}")
+        params["reason"] = t(f"invalid.{params.get('why', 'other')}", **params)
     params.setdefault("message", str(error))
     return t(f"error.{error.code}", **params)
 

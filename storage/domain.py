@@ -154,19 +154,19 @@ class NoticeDraft:
 def _clean(text: str | None, name: str, limit: int, *, required: bool = False) -> str | None:
     if text is None:
         if required:
-            raise InvalidValue(name, "is required")
+            raise InvalidValue(name, "is required", why="required")
         return None
     text = text.strip()
     if required and not text:
-        raise InvalidValue(name, "must not be empty")
+        raise InvalidValue(name, "must not be empty", why="empty")
     if len(text) > limit:
-        raise InvalidValue(name, f"is longer than {limit} characters")
+        raise InvalidValue(name, f"is longer than {limit} characters", why="too_long", limit=limit)
     return text
 
 
 def _aware(value: dt.datetime | None, name: str) -> dt.datetime | None:
     if value is not None and (value.tzinfo is None or value.utcoffset() is None):
-        raise InvalidValue(name, "must carry a timezone")
+        raise InvalidValue(name, "must carry a timezone", why="naive_time")
     return value
 
 
@@ -210,9 +210,9 @@ async def create_notice(
     body = _clean(draft.body, "body", TEXT_MAX) or ""
     deadline = _aware(draft.deadline, "deadline")
     if deadline is not None and deadline <= now:
-        raise InvalidValue("deadline", "is already past")
+        raise InvalidValue("deadline", "is already past", why="past")
     if deadline is not None and deadline > now + DEADLINE_HORIZON:
-        raise InvalidValue("deadline", "is more than 10 years away")
+        raise InvalidValue("deadline", "is more than 10 years away", why="too_far")
     person_ids = await resolve_audience(session, draft.audience)
     notice = Notice(
         kind=draft.kind,
@@ -461,7 +461,7 @@ async def report_progress(
     channel, actor, now = via["channel"], via["actor"], via["now"]
     _check_self_or(actor, person_id, "report_progress", Role.OFFICE)
     if percent is not None and not 0 <= percent <= 100:
-        raise InvalidValue("percent", "must be between 0 and 100")
+        raise InvalidValue("percent", "must be between 0 and 100", why="percent")
     text = _clean(text, "text", TEXT_MAX) or ""
     op = await _begin(session, notice_id, person_id, actor, now)
     op.allow(PROGRESSABLE, "report_progress")

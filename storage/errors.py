@@ -115,5 +115,7 @@ class InvalidValue(DomainError):
 
     code = "invalid_value"
 
-    def __init__(self, field: str, reason: str) -> None:
-        super().__init__(f"{field}: {reason}", field=field, reason=reason)
+    def __init__(self, field: str, reason: str, *, why: str, **details: Any) -> None:
+        # `reason` is the English sentence (the HTTP APIs answer it); `why` names the catalog
+        # sentence (invalid.<why>) that chat and the CLI show instead, with `details`.
+        super().__init__(f"{field}: {reason}", field=field, reason=reason, why=why, **details)

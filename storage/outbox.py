@@ -83,7 +83,7 @@ async def add(
     """Write a message to send, in the caller's transaction; the new row's id, or None when
     the key was already used (the first message stands)."""
     if not idempotency_key or len(idempotency_key) > 200:
-        raise InvalidValue("idempotency_key", "must be 1 to 200 characters")
+        raise InvalidValue("idempotency_key", "must be 1 to 200 characters", why="key_length")
     new_id: int | None = await session.scalar(
         insert_ignoring_conflicts(session, OutboxMessage)
         .values(
@@ -258,9 +258,15 @@ async def retry_dead(
     """Send a dead letter again: back to pending, attempts reset, due now."""
     row = await session.get(OutboxMessage, message_id, with_for_update=True, populate_existing=True)
     if row is None:
-        raise InvalidValue("id", f"no outbox message {message_id}")
+        raise InvalidValue("id", f"no outbox message {message_id}", why="no_outbox", id=message_id)
     if row.state is not OutboxState.DEAD:
-        raise InvalidValue("id", f"outbox message {message_id} is {row.state.value}, not dead")
+        raise InvalidValue(
+            "id",
+            f"outbox message {message_id} is {row.state.value}, not dead",
+            why="not_dead",
+            id=message_id,
+            outbox_state=row.state.value,
+        )
     row.state = OutboxState.PENDING
     row.attempts = 0
     row.next_attempt_at = now
@@ -283,7 +289,7 @@ async def original_message_id(
 ) -> tuple[OutboxState, str | None]:
     """For an edit: the state and platform message id of the message it edits."""
     if row.edit_of_id is None:
-        raise InvalidValue("edit_of_id", "this row is not an edit")
+        raise InvalidValue("edit_of_id", "this row is not an edit", why="not_an_edit")
     original = await session.get(OutboxMessage, row.edit_of_id)
     if original is None:
         return OutboxState.DEAD, None

@@ -470,6 +470,12 @@ class MatrixUser:
             params["since"] = since
         return await self._call("GET", "/sync", params=params, seconds=timeout_ms / 1000 + 30)
 
+    async def highlights(self) -> list[dict[str, Any]]:
+        """The events that mentioned this user (``/notifications?only=highlight``), newest
+        first: what the user's clients would ping them for."""
+        data = await self._call("GET", "/notifications", params={"only": "highlight"})
+        return [n["event"] for n in data.get("notifications", [])]
+
     async def account_data(self, type_: str) -> dict[str, Any] | None:
         """The user's global account data of this type (e.g. ``m.direct``), or None."""
         try:

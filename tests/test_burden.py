@@ -504,6 +504,9 @@ async def test_cli_text_in_english(db: Database, cli: Callable[[str], Run]) -> N
         (["--since", "2019-02-30", "--until", "2019-03-01"], "--since: '2019-02-30'"),
         (["--since", "20191201", "--until", "2019-12-15"], "--since: '20191201'"),
         (["--since", "2019-12-16", "--until", "2019-12-15"], "--since 2019-12-16 is after --until"),
+        # Days no period may cover (issue 13, item 10): refused before any date arithmetic.
+        (["--since", "0001-01-01", "--until", "2019-12-15"], "--since: 0001-01-01 is outside"),
+        (["--since", "2019-12-01", "--until", "9999-12-31"], "--until: 9999-12-31 is outside"),
     ],
 )
 async def test_cli_bad_dates_exit_2_naming_the_option(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import io
+import re
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -413,6 +414,18 @@ async def test_a_repeated_client_id_is_stored_once(room: Room) -> None:
     [
         ({"Content-Type": "text/plain"}, b'{"sender":"p001","text":"x"}', 415, None),
         ({"Content-Type": "application/json"}, b"{not json", 400, "invalid_json"),
+        (  # two texts: which one was posted? (issue 13, item 10)
+            {"Content-Type": "application/json"},
+            b'{"sender":"p001","text":"hello","text":"\xe9\x80\x9a\xe7\x9f\xa5 x"}',
+            400,
+            "duplicate_key",
+        ),
+        (
+            {"Content-Type": "application/json"},
+            b'{"sender":"p001","text":"x","sender":"p003"}',
+            400,
+            "duplicate_key",
+        ),
         ({"Content-Type": "application/json"}, b'{"sender":"p001"}', 400, "invalid_body"),
         (
             {"Content-Type": "application/json"},
@@ -684,3 +697,17 @@ async def test_a_burst_of_acks_leaves_at_most_one_pending_edit(db: Database) -> 
         assert len(edits) == 1
         assert edits[0].state is OutboxState.PENDING
         assert edits[0].payload["card"]["status"] == "已确认 4/4，已完成 0/4"
+
+
+async def test_a_refused_value_is_explained_in_one_language(room: Room) -> None:
+    """Issue 13, item 10: the reason used to be the English sentence of the domain error
+    inside a Chinese reply (截止时间 不正确：is already past)."""
+    before = len(await room.messages())
+    await room.post("p003", f"通知 {'长' * 501}\n对象：@张三")
+    await room.settle()
+    answer = (await room.dms("p003"))[-1]
+    assert answer == "标题 不正确：超过 500 个字符"
+    assert not re.search("[A-Za-z]", answer)
+    async with room.db.read() as s:
+        assert await s.scalar(select(func.count()).select_from(Notice)) == 0
+    assert len([m for m in await room.messages() if m["sender"] == "bot"]) <= before + 1

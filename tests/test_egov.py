@@ -372,6 +372,35 @@ async def test_refused_requests_change_nothing_and_log_one_warning(
 
 
 @pytest.mark.parametrize(
+    "body",
+    [
+        # Two titles: pydantic would take the last, another reader the first.
+        b'{"external_id": "dup-1", "title": "\xe9\x80\x9a\xe7\x9f\xa5", "title": "x", ',
+        # A repeated key deeper down counts as much.
+        b'{"external_id": "dup-2", "issuer": {"department": "a", "department": "b"}, ',
+    ],
+)
+async def test_a_body_naming_a_key_twice_is_refused_and_changes_nothing(
+    portal: Portal, caplog: pytest.LogCaptureFixture, body: bytes
+) -> None:
+    """The attack (issue 13, item 10): a signed notice with two `title`s."""
+    rest = {k: v for k, v in payload().items() if k not in ("external_id", "title", "issuer")}
+    if b"issuer" in body:
+        rest["title"] = "关于报送作业管理自查情况的通知"
+    else:
+        rest["issuer"] = {"department": "办公室"}
+    raw = body + encode(rest)[1:]
+    caplog.set_level(logging.WARNING)
+    before = await stored(portal.db)
+    caplog.clear()
+    error = assert_error(await portal.post(raw), 400, "duplicate_key")
+    assert "出现了两次" in error["message"]
+    assert await stored(portal.db) == before
+    (warning,) = egov_warnings(caplog)
+    assert "duplicate_key" in warning and "400" in warning
+
+
+@pytest.mark.parametrize(
     ("sent", "signed"),
     [
         (f"{NOTICES}?debug=1", NOTICES),
@@ -389,8 +418,13 @@ async def test_the_query_string_is_signed_as_sent(portal: Portal, sent: str, sig
     assert answer.status == 201, answer.text
 
 
+@pytest.mark.parametrize("fraction", [0.0, 0.5, 0.999])
 @pytest.mark.parametrize("direction", [-1, 1])
-async def test_the_skew_edge_is_inclusive(portal: Portal, direction: int) -> None:
+async def test_the_skew_edge_is_inclusive(portal: Portal, direction: int, fraction: float) -> None:
+    """Exactly max_skew_seconds old or ahead is accepted and one second more is refused, at
+    any fraction of the server's current second (issue 13, item 10: a request exactly 300 s
+    old was refused when the server's clock was past the start of its second)."""
+    portal.clock.now = float(int(portal.clock.now)) + fraction
     edge = int(portal.clock.now) + direction * MAX_SKEW
     answer = await portal.post(payload("at-the-edge"), timestamp=edge)
     assert answer.status == 201, answer.text

@@ -140,11 +140,13 @@ async def app_client(room: Room, db: Database) -> AsyncIterator[TestClient[Any, 
         yield client
 
 
-async def publish(client: TestClient[Any, Any]) -> int:
+async def publish(
+    client: TestClient[Any, Any], title: str = "关于报送作业管理自查情况的通知"
+) -> int:
     app = client.app
     assert app is not None
     draft = NoticeDraft(
-        title="关于报送作业管理自查情况的通知",
+        title=title,
         body="请于12月10日前报送自查报告。",
         audience=Audience(people=("p001", "p002")),
         deadline=dt.datetime.now(dt.UTC) + dt.timedelta(days=7),
@@ -200,6 +202,35 @@ async def test_a_notice_appears_and_acks_by_reply_and_reaction_edit_its_tally(
     assert len(await room.bot_messages()) == 1
     for message in await room.bot_messages():
         assert "张三" not in message["content"]["body"]
+
+
+async def test_a_title_naming_people_or_the_room_notifies_nobody(
+    room: Room, app_client: TestClient[Any, Any]
+) -> None:
+    """The attack (issue 13, item 8): a title that names a member and @room, and carries an
+    HTML link. Matrix clients ping for a name in a plain body unless the event says whom it
+    mentions; the bot says: nobody. The body stays plain text, no formatted_body."""
+    # The control: a message naming alice (her display name is her localpart) without
+    # m.mentions pings her.
+    alice = room.alice.user_id[1:].split(":")[0]
+    control = await room.office.send_text(room.room_id, f"{alice} 看一下")
+    await eventually(lambda: _highlighted(room, control), seconds=10)
+    title = f'请 {alice} 和 @room 立即 <a href="http://evil.example">登记</a>'
+    notice_id = await publish(app_client, title)
+
+    async def posted() -> list[dict[str, Any]]:
+        return [m for m in await room.bot_messages() if f"#{notice_id}" in m["content"]["body"]]
+
+    (post,) = await eventually(posted)
+    assert title in post["content"]["body"]
+    assert "formatted_body" not in post["content"] and "format" not in post["content"]
+    for user in (room.alice, room.bob):
+        assert post["event_id"] not in [e["event_id"] for e in await user.highlights()]
+    assert post["content"]["m.mentions"] == {"user_ids": []}
+
+
+async def _highlighted(room: Room, event_id: str) -> bool:
+    return event_id in [e["event_id"] for e in await room.alice.highlights()]
 
 
 async def test_a_dm_goes_to_a_direct_room_that_is_remembered(

@@ -177,6 +177,7 @@ def test_egov_operations_are_signed_and_list_their_error_codes() -> None:
     codes = {
         ("post", "400"): {
             "invalid_json",
+            "duplicate_key",
             "invalid_body",
             "audience_empty",
             "unknown_person",
@@ -424,6 +425,13 @@ ACTIONS = "/local/v1/actions"
 LOCAL_ERRORS: list[tuple[str, str, dict[str, Any], str, str]] = [
     ("POST", MESSAGES, {"json": {"sender": "p001"}}, "400", "invalid_body"),
     ("POST", MESSAGES, {"data": b"{", "headers": JSON_TYPE}, "400", "invalid_json"),
+    (
+        "POST",
+        MESSAGES,
+        {"data": b'{"sender": "p001", "text": "a", "text": "b"}', "headers": JSON_TYPE},
+        "400",
+        "duplicate_key",
+    ),
     (
         "POST",
         MESSAGES,

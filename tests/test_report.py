@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import dataclasses
 import datetime as dt
 import io
 import json
+import re
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -27,6 +29,8 @@ from docx.enum.text import WD_ALIGN_PARAGRAPH
 from docx.oxml.ns import qn
 from hypothesis import given
 from hypothesis import strategies as st
+from markdown_it import MarkdownIt
+from markdown_it.token import Token
 from sqlalchemy import select
 from test_chat_local import Room, app_config, post_notice
 
@@ -35,16 +39,23 @@ from bot.appkeys import BOT
 from bot.cli import main
 from bot.core.i18n import Translator
 from bot.core.report_format import (
+    EARLIEST_DAY,
     FIELDS,
     FORMULA_STARTS,
+    LATEST_DAY,
+    PeriodOutOfRange,
     chinese_numeral,
     format_date,
     inert,
+    markdown_text,
     measure_key,
     merge_measures,
+    period,
     render_markdown,
     report_office,
 )
+from handlers.office import report_period
+from handlers.refusals import Refusal
 from storage.db import Database
 from storage.domain import Metric
 from storage.models import Assignment, Outcome
@@ -384,6 +395,9 @@ async def test_the_period_selects_by_reporting_time(
         (["--since", "20191201", "--until", "2019-12-04"], "--since"),
         (["--since", "2019-12-05", "--until", "2019-12-04"], "--since 2019-12-05"),
         (["--since", "2019-12-01", "--until", "2019-12-04", "--format", "docx"], "-o"),
+        # Days no report may cover (issue 13, item 10): refused, naming the option.
+        (["--since", "0001-01-01", "--until", "2019-12-04"], "--since：0001-01-01 超出"),
+        (["--since", "2019-12-01", "--until", "9999-12-31"], "--until：9999-12-31 超出"),
     ],
 )
 def test_bad_arguments_exit_2_naming_the_option(
@@ -609,3 +623,206 @@ async def test_formulas_typed_in_chat_are_exported_as_text(
         (row,) = csv.DictReader(io.StringIO(exported, newline=""))
         assert row["measures"] == "'" + hyperlink
         assert row["results"] == "'=1+1"
+
+
+# -- the Markdown report shows what people wrote as text (issue 13, item 8) ----------------------
+
+# CommonMark with GitHub's tables and strikethrough, as a Markdown viewer renders the report.
+MARKDOWN = MarkdownIt("commonmark").enable(["table", "strikethrough"])
+# The report's own structure; anything else in a rendered report came from what people wrote.
+STRUCTURE = {
+    "heading_open",
+    "heading_close",
+    "paragraph_open",
+    "paragraph_close",
+    "ordered_list_open",
+    "ordered_list_close",
+    "bullet_list_open",
+    "bullet_list_close",
+    "list_item_open",
+    "list_item_close",
+    "inline",
+    "text",
+    "softbreak",
+}
+SYNTAX_TEXT = st.lists(
+    st.sampled_from(
+        [*"\\`*_[]()<>!&#;|~-+=.:) \t\n\r", "1.", "    ", "script", "lt", "登记", "http://e.x"]
+    ),
+    max_size=30,
+).map("".join) | st.text(st.characters(exclude_characters="\x00"), max_size=40)
+HOSTILE = "[登记链接](http://evil.example/login) <@all> <script>alert(1)</script>"
+
+
+def tokens(markdown: str) -> list[Token]:
+    """Every token of a rendered document, inline children included."""
+    found: list[Token] = []
+    for token in MARKDOWN.parse(markdown):
+        found.append(token)
+        found.extend(token.children or ())
+    return found
+
+
+def shown(markdown: str) -> str:
+    """The text a reader sees, with whitespace runs as one space."""
+    parts = [
+        t.content if t.type == "text" else " "
+        for t in tokens(markdown)
+        if t.type in ("text", "softbreak")
+    ]
+    return " ".join("".join(parts).split())
+
+
+def words(text: str) -> str:
+    return " ".join(text.split())
+
+
+@given(SYNTAX_TEXT)
+def test_markdown_text_renders_as_the_text_itself(text: str) -> None:
+    escaped = markdown_text(text)
+    assert {t.type for t in tokens(escaped)} <= STRUCTURE
+    assert shown(escaped) == words(text)
+
+
+@given(SYNTAX_TEXT.filter(str.strip), SYNTAX_TEXT, SYNTAX_TEXT, SYNTAX_TEXT, SYNTAX_TEXT)
+def test_only_the_reports_own_structure_renders(
+    title: str, measure: str, results: str, name: str, office: str
+) -> None:
+    reported = row(1, name or "张三", (measure,), results, metrics=(Metric(name, 3.0, office),))
+    reported = dataclasses.replace(reported, title=title)
+    text = render_markdown([reported], office or "办公室", dt.date(2019, 12, 4))
+    found = tokens(text)
+    assert {t.type for t in found} <= STRUCTURE
+    # The title, the two section headings and the document's title: nothing else is a heading.
+    assert [t.tag for t in found if t.type == "heading_open"] == ["h1", "h2", "h3", "h3"]
+    seen = shown(text)
+    for written in (title, measure.rstrip("。；;，,、 "), results, name, office):
+        assert words(written) in seen
+
+
+def test_a_hostile_title_and_script_in_the_markdown_report_stay_text() -> None:
+    reported = dataclasses.replace(
+        row(
+            1, "张三<b>", ("<script>steal()</script>",), "**成效** ![x](http://evil.example/p.png)"
+        ),
+        title=HOSTILE,
+    )
+    text = render_markdown([reported], "办公室 <img src=x onerror=alert(1)>", dt.date(2019, 12, 4))
+    assert not re.search(r"(?<!\\)[<\]]", text)  # no "<" or "]" without its backslash
+    html = MARKDOWN.render(text)
+    assert "<script" not in html and "<a " not in html and "<img" not in html
+    assert "<strong>" not in html and "<b>" not in html
+    assert "&lt;script&gt;steal()&lt;/script&gt;" in html
+    assert shown(text).count(words(HOSTILE)) == 1
+
+
+async def test_the_markdown_report_of_a_hostile_notice_has_no_raw_html(
+    db: Database, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The attack: a title with a disguised link and a mention, and <script> in 措施 and 成效,
+    reported in chat, then exported as Markdown by the signed download and the CLI."""
+    await seed_people(db, dt.datetime.now(dt.UTC), PEOPLE)
+    app = create_app(app_config(db), {})
+    async with TestClient(TestServer(app)) as client:
+        room = Room(client, db)
+        notice = await post_notice(room, f"通知 {HOSTILE}\n对象：@张三\n要求：成效")
+        await room.post(
+            "p001",
+            f"完成 #{notice}\n措施：<script>alert(1)</script>\n成效：[点我](http://evil.example)",
+        )
+        await room.settle()
+        links = client.app[BOT].report_links
+        assert links is not None
+        day = dt.datetime.now(SHANGHAI).date()
+        expires = dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)
+        path = "/" + links.url(day, day, expires).split("/", 3)[3]
+        download = await client.get(path, params={"format": "md"})
+        assert download.status == 200
+        downloaded = await download.text()
+    config = tmp_path / "config.toml"
+    url = db.url.render_as_string(hide_password=False)
+    config.write_text(f'[database]\nurl = "{url}"\n', encoding="utf-8")
+    capsys.readouterr()
+    argv = ["-c", str(config), "report", "--since", day.isoformat(), "--until", day.isoformat()]
+    assert await asyncio.to_thread(main, argv, {}) == 0
+    printed = capsys.readouterr().out
+    for report in (downloaded, printed):
+        assert not re.search(r"(?<!\\)[<\]]", report)  # no "<" or "]" without its backslash
+        html = MARKDOWN.render(report)
+        assert "<script" not in html and "<a " not in html
+        assert words(HOSTILE) in shown(report) and "<script>alert(1)</script>" in shown(report)
+
+
+# -- report periods stay within the days a report may cover (issue 13, item 10) ----------------
+
+ZONES = st.sampled_from(
+    [dt.UTC, SHANGHAI, ZoneInfo("Pacific/Kiritimati"), ZoneInfo("Pacific/Pago_Pago")]
+)
+
+
+@given(st.dates(), st.dates(), ZONES)
+def test_a_period_of_any_two_days_is_bounds_or_a_clear_refusal(
+    since: dt.date, until: dt.date, tz: dt.tzinfo
+) -> None:
+    try:
+        start, end = period(since, until, tz)
+    except PeriodOutOfRange as exc:
+        assert not EARLIEST_DAY <= exc.day <= LATEST_DAY
+        return
+    except ValueError:
+        assert since > until
+        return
+    # Both ends convert to UTC (as the database stores them) and back without overflow.
+    assert start.astimezone(dt.UTC) < end.astimezone(dt.UTC)
+    assert (end - start).days >= 1
+
+
+@given(
+    st.one_of(
+        st.tuples(st.dates(), st.dates()).map(lambda d: f"{d[0]}..{d[1]}"),
+        st.tuples(st.integers(0, 9999), st.integers(0, 13)).map(lambda m: f"{m[0]:04d}-{m[1]}"),
+        st.text(max_size=25),
+    ),
+    st.dates(EARLIEST_DAY, LATEST_DAY),
+)
+def test_the_chat_period_of_any_text_is_a_period_or_a_refusal(text: str, today: dt.date) -> None:
+    try:
+        first, end = report_period(text, today)
+    except Refusal as refusal:
+        assert refusal.key in ("chat.report_usage", "chat.report_out_of_range")
+        return
+    assert EARLIEST_DAY <= first < end <= LATEST_DAY + dt.timedelta(days=1)
+    for tz in (dt.UTC, SHANGHAI):
+        start = dt.datetime.combine(first, dt.time(0), tzinfo=tz).astimezone(dt.UTC)
+        assert start < dt.datetime.combine(end, dt.time(0), tzinfo=tz).astimezone(dt.UTC)
+
+
+async def test_extreme_periods_are_refused_in_chat_and_by_a_genuine_link(db: Database) -> None:
+    """The attack: 报告 0001-01-01..9999-12-30 in chat, and a correctly signed report link for
+    0001-01-01..9999-12-31; both used to end in an unexpected error."""
+    await seed_people(db, dt.datetime.now(dt.UTC), PEOPLE)
+    app = create_app(app_config(db), {})
+    async with TestClient(TestServer(app)) as client:
+        room = Room(client, db)
+        for text in ("报告 0001-01-01..9999-12-30", "报告 9999-12", "报告 0000-01", "报告 1999-12"):
+            await room.post("p003", text)
+            await room.settle()
+            assert (await room.dms("p003"))[-1] == "报告期间须在 2000-01-01 至 2099-12-31 之间。"
+        links = client.app[BOT].report_links
+        assert links is not None
+        expires = dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)
+        for first, last in (
+            (dt.date(1, 1, 1), dt.date(9999, 12, 31)),
+            (dt.date(2019, 12, 1), dt.date(9999, 12, 31)),
+            (dt.date(2019, 12, 2), dt.date(2019, 12, 1)),
+        ):
+            path = "/" + links.url(first, last, expires).split("/", 3)[3]
+            for fmt in ("docx", "md", "csv"):
+                answer = await client.get(path, params={"format": fmt})
+                assert answer.status == 400
+                error = (await answer.json())["error"]
+                assert error["code"] == "invalid_period"
+                assert error["message"] == (
+                    "该链接的报告期间无效：须在 2000-01-01 至 2099-12-31 之间，"
+                    "且起始日不晚于结束日。"
+                )

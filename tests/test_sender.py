@@ -801,6 +801,15 @@ async def test_other_answers_are_permanent(
         await webhook.send(delivery())
 
 
+async def test_an_answer_naming_a_key_twice_is_a_protocol_violation(
+    fake: FakeWebhook, webhook: WebhookPlatform
+) -> None:
+    """Which message_id would count? Parsers disagree, so neither does (issue 13, item 10)."""
+    fake.respond_next(200, b'{"message_id": "m-1", "message_id": "m-2"}')
+    with pytest.raises(PermanentError, match="'message_id' twice"):
+        await webhook.send(delivery())
+
+
 async def test_a_numeric_message_id_is_accepted(
     fake: FakeWebhook, webhook: WebhookPlatform
 ) -> None:

@@ -12,18 +12,22 @@ from urllib.parse import quote
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
+from hypothesis import given
+from hypothesis import strategies as st
 from sqlalchemy import func, select
 
 from bot.app import create_app
 from bot.appkeys import BOT, DATABASE
 from bot.config import validate_config
 from bot.core.notices import publish_notice
+from bot.core.platform import Card, OutboundMessage
+from bot.platforms.wecom import INERT, inert_app_text, inert_markdown, robot_markdown
 from bot.platforms.wecom_crypto import WecomCipher, build_xml, signature
 from storage.db import Database
 from storage.domain import Actor, Audience, NoticeDraft
 from storage.models import Assignment, InboundRecord, OutboxMessage
 from storage.types import AssignmentState, Channel, OutboxState
-from tests.fakes.wecom_server import FakeWecom
+from tests.fakes.wecom_server import FakeWecom, rendered
 
 from support import assignment, seed_people, snapshot
 
@@ -107,12 +111,18 @@ async def wecom(db: Database) -> AsyncIterator[Wecom]:
             yield Wecom(client, fake, app[DATABASE], WecomCipher(AES_KEY, CORP_ID))
 
 
-async def publish(w: Wecom, people: tuple[str, ...]) -> int:
+async def publish(
+    w: Wecom,
+    people: tuple[str, ...],
+    *,
+    title: str = "关于报送作业管理自查情况的通知",
+    body: str = "请于12月10日前报送自查报告。",
+) -> int:
     app = w.client.app
     assert app is not None
     draft = NoticeDraft(
-        title="关于报送作业管理自查情况的通知",
-        body="请于12月10日前报送自查报告。",
+        title=title,
+        body=body,
         audience=Audience(people=people),
         deadline=dt.datetime.now(dt.UTC) + dt.timedelta(days=7),
     )
@@ -292,3 +302,89 @@ async def test_a_long_notice_is_split_cleanly_for_the_robot(wecom: Wecom) -> Non
     for i in (0, 59, 119):  # every line arrives whole, in order
         assert f"第{i}条：请各校于本周内完成作业管理自查并报送自查报告。" in joined
     assert joined.index("第0条") < joined.index("第119条")
+
+
+# -- what people wrote is shown, never interpreted (issue 13, item 8) ---------------------------
+
+# Text built from WeCom's syntax characters, so that hypothesis tries their combinations.
+SYNTAX_TEXT = st.lists(
+    st.sampled_from([*'<>@&#;[]()*_`!: \n\tax/="', "font", "all", "lt", "登记", "http://e.x"]),
+    max_size=40,
+).map("".join) | st.text(max_size=60)
+
+HOSTILE_TITLE = "[登记链接](http://evil.example/login) <@all>"
+HOSTILE_BODY = (
+    '<font color="warning">紧急</font> **加急**\n# 省厅通知\n> 请点击 [这里](http://evil.example)'
+    " &lt;@zhangsan&gt;"
+)
+
+
+def visible(content: str) -> str:
+    """What a reader sees: the zero-width spaces are invisible."""
+    return content.replace(INERT, "")
+
+
+@given(SYNTAX_TEXT)
+def test_inert_markdown_leaves_no_syntax_and_reads_as_written(text: str) -> None:
+    escaped = inert_markdown(text)
+    live = rendered(escaped)
+    assert live.links == [] and live.mentions == [] and live.tags == []
+    assert live.bold == [] and live.entities == []
+    assert live.headings == 0 and live.quotes == 0
+    assert visible(escaped) == visible(text)
+
+
+@given(SYNTAX_TEXT)
+def test_inert_app_text_leaves_no_tag_and_reads_as_written(text: str) -> None:
+    escaped = inert_app_text(text)
+    assert rendered(escaped).tags == [] and rendered(escaped).mentions == []
+    assert visible(escaped) == visible(text)
+
+
+@given(SYNTAX_TEXT.filter(bool), SYNTAX_TEXT, SYNTAX_TEXT)
+def test_only_the_bots_bold_title_renders_in_a_robot_post(
+    title: str, body: str, status: str
+) -> None:
+    content = robot_markdown(OutboundMessage(text="", card=Card(title, body, status)))
+    live = rendered(content)
+    assert live.links == [] and live.mentions == [] and live.tags == [] and live.entities == []
+    assert live.headings == 0 and live.quotes == 0
+    one_line = " ".join(title.split("\n"))
+    assert live.bold == [inert_markdown(one_line)]
+    assert visible(content).startswith(f"**{visible(one_line)}**")
+
+
+async def test_a_hostile_title_reaches_the_group_as_text_not_as_a_link_or_mention(
+    wecom: Wecom,
+) -> None:
+    fake = wecom.fake
+    notice_id = await publish(wecom, ("p001",), title=HOSTILE_TITLE, body=HOSTILE_BODY)
+    await wait_for(lambda: len(fake.robot_sent) == 1 and len(fake.cards()) == 1)
+    (post,) = fake.robot_sent
+    assert post.msgtype == "markdown"
+    live = rendered(post.content)
+    assert live.links == [] and live.mentions == [] and live.tags == [] and live.entities == []
+    assert live.headings == 0 and live.quotes == 0
+    (bold,) = live.bold  # the bot's own title line, and nothing the sender wrote
+    assert HOSTILE_TITLE in visible(bold) and f"#{notice_id}" in bold
+    # Every character the sender wrote is there to read.
+    for line in (HOSTILE_TITLE, *HOSTILE_BODY.splitlines()):
+        assert line in visible(post.content)
+
+    # In a private app text (待办 lists the title), no tag or mention forms either.
+    await wecom.deliver(fake.text_message("zhangsan", "待办"))
+    await wait_for(lambda: any(HOSTILE_TITLE in visible(t) for t in fake.texts("zhangsan")))
+    (answer,) = [t for t in fake.texts("zhangsan") if HOSTILE_TITLE in visible(t)]
+    assert rendered(answer).tags == [] and rendered(answer).mentions == []
+
+
+async def test_a_link_tag_in_a_title_is_not_live_in_app_text(wecom: Wecom) -> None:
+    fake = wecom.fake
+    title = '<a href="http://evil.example/login">点此确认</a>'
+    await publish(wecom, ("p001",), title=title)
+    await wait_for(lambda: len(fake.cards()) == 1)
+    await wecom.deliver(fake.text_message("zhangsan", "待办"))
+    await wait_for(lambda: any("点此确认" in t for t in fake.texts("zhangsan")))
+    (answer,) = [t for t in fake.texts("zhangsan") if "点此确认" in t]
+    assert rendered(answer).tags == []
+    assert title in visible(answer)

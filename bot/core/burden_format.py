@@ -24,11 +24,22 @@ class BadPeriod(ValueError):
 
 
 def parse_day(text: str, option: str) -> dt.date:
-    """A calendar date written YYYY-MM-DD (the value of ``option``)."""
+    """A calendar date written YYYY-MM-DD (the value of ``option``), within the days a period
+    may cover (report_format.EARLIEST_DAY..LATEST_DAY)."""
     try:
-        return reports.parse_day(text)
+        day = reports.parse_day(text)
     except ValueError:
         raise BadPeriod("cli.burden_bad_date", option=option, value=text.strip()) from None
+    try:
+        return reports.check_day(day)
+    except reports.PeriodOutOfRange:
+        raise BadPeriod(
+            "cli.period_out_of_range",
+            option=option,
+            value=text.strip(),
+            earliest=reports.EARLIEST_DAY.isoformat(),
+            latest=reports.LATEST_DAY.isoformat(),
+        ) from None
 
 
 def period(since: str, until: str, tz: dt.tzinfo) -> tuple[dt.datetime, dt.datetime]:

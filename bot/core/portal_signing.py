@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import math
 
 from aiohttp import web
 
@@ -69,7 +70,9 @@ def verify(
         raise SignatureError("missing_signature", "the request is not signed")
     if not (timestamp.isascii() and timestamp.isdigit()) or len(timestamp) > 12:
         raise SignatureError("invalid_timestamp", "the timestamp is not unix seconds")
-    if abs(now - int(timestamp)) > max_skew:
+    # Whole seconds on both sides: a request exactly max_skew seconds old is accepted at any
+    # fraction of our current second, as docs/egov-api.md says.
+    if abs(math.floor(now) - int(timestamp)) > max_skew:
         raise SignatureError("stale_timestamp", "the timestamp is outside the allowed skew")
     expected = sign(secret, timestamp, method, path_with_query, body)
     if not hmac.compare_digest(expected.encode(), signature.strip().encode("utf-8", "replace")):

@@ -20,7 +20,7 @@ import json
 import re
 import unicodedata
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -102,8 +102,33 @@ def parse_day(text: str) -> dt.date:
     return dt.date.fromisoformat(text)
 
 
+# The days a report or burden period may cover. Far inside what dates and timestamps can
+# hold (year 1 to 9999), so no day arithmetic or timezone conversion of a period can overflow,
+# and wide enough for any record the bot keeps.
+EARLIEST_DAY = dt.date(2000, 1, 1)
+LATEST_DAY = dt.date(2099, 12, 31)
+
+
+class PeriodOutOfRange(ValueError):
+    """A period with a day before EARLIEST_DAY or after LATEST_DAY."""
+
+    def __init__(self, day: dt.date) -> None:
+        super().__init__(f"{day} is outside {EARLIEST_DAY}..{LATEST_DAY}")
+        self.day = day
+
+
+def check_day(day: dt.date) -> dt.date:
+    """The day, if a period may include it; PeriodOutOfRange otherwise."""
+    if not EARLIEST_DAY <= day <= LATEST_DAY:
+        raise PeriodOutOfRange(day)
+    return day
+
+
 def period(since: dt.date, until: dt.date, tz: dt.tzinfo) -> tuple[dt.datetime, dt.datetime]:
-    """The half-open instant range [since 00:00, the day after until 00:00) in tz."""
+    """The half-open instant range [since 00:00, the day after until 00:00) in tz; both days
+    within EARLIEST_DAY..LATEST_DAY (PeriodOutOfRange otherwise)."""
+    check_day(since)
+    check_day(until)
     if since > until:
         raise ValueError(f"{since} is after {until}")
     start = dt.datetime.combine(since, dt.time(0), tzinfo=tz)
@@ -220,21 +245,27 @@ def report_items(rows: Sequence[OutcomeRow]) -> list[ReportItem]:
     return items
 
 
-class _Words:
-    """The document's fixed words in one language."""
+def _verbatim(text: str, *, one_line: bool = False) -> str:
+    return text
 
-    def __init__(self, t: Translator) -> None:
+
+class _Words:
+    """The document's fixed words in one language, around what people wrote (passed through
+    `text`: verbatim for DOCX, `markdown_text` for Markdown)."""
+
+    def __init__(self, t: Translator, text: Callable[..., str] = _verbatim) -> None:
         self.t = t
+        self.text = text
 
     def numeral(self, n: int) -> str:
         return chinese_numeral(n) if self.t.language.startswith("zh") else str(n)
 
     def item(self, n: int, title: str) -> str:
-        return self.t("report.item", numeral=self.numeral(n), title=title)
+        return self.t("report.item", numeral=self.numeral(n), title=self.text(title, one_line=True))
 
     def attributed(self, text: str, names: Sequence[str]) -> str:
-        joined = self.t("report.names_separator").join(names)
-        return self.t("report.attributed", text=text, names=joined)
+        joined = self.t("report.names_separator").join(self.text(n, one_line=True) for n in names)
+        return self.t("report.attributed", text=self.text(text), names=joined)
 
     def measure(self, measure: MergedMeasure) -> str:
         # The attribution follows the measure, so a closing 。 or ； before it is dropped.
@@ -242,7 +273,11 @@ class _Words:
         return self.attributed(text or measure.text, measure.names)
 
     def result(self, result: ReportedResult) -> str:
-        return self.t("report.result", name=result.name, results=result.results.strip())
+        return self.t(
+            "report.result",
+            name=self.text(result.name, one_line=True),
+            results=self.text(result.results.strip()),
+        )
 
     def metrics(self, item: ReportItem) -> str | None:
         parts = [
@@ -261,6 +296,33 @@ def _translator(t: Translator | None) -> Translator:
 
 # --- Markdown -------------------------------------------------------------------------------
 
+# What people wrote goes into the Markdown report as text: a backslash before every character
+# that can start inline syntax (CommonMark and GitHub's tables and strikethrough: emphasis,
+# code, links and images, raw HTML and autolinks, entities), and before what would make a line
+# a list item, a setext underline or a thematic break. Indentation and trailing blanks are
+# dropped (they would make code blocks and hard breaks; a renderer shows neither as text).
+_MD_INLINE = re.compile(r"([\\`*_\[\]<>&~|#])")
+_MD_ORDERED = re.compile(r"\d{1,9}(?=[.)])")
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")
+
+
+def markdown_text(text: str, *, one_line: bool = False) -> str:
+    """Text that a Markdown renderer shows as written: no markup can form from it. With
+    `one_line`, line breaks become spaces (for a heading or a name)."""
+    lines = _LINE_BREAK.split(text)
+    if one_line:
+        lines = [" ".join(lines)]
+    escaped = []
+    for raw in lines:
+        line = _MD_INLINE.sub(r"\\\1", raw.strip(" \t"))
+        ordered = _MD_ORDERED.match(line)
+        if ordered:
+            line = f"{line[: ordered.end()]}\\{line[ordered.end() :]}"
+        elif line[:1] in ("-", "+", "="):
+            line = "\\" + line
+        escaped.append(line)
+    return "\n".join(escaped)
+
 
 def _md_list_item(marker: str, text: str) -> str:
     """A list item; continuation lines are indented under its text."""
@@ -272,8 +334,9 @@ def _md_list_item(marker: str, text: str) -> str:
 def render_markdown(
     rows: Sequence[OutcomeRow], office: str, date: dt.date, *, t: Translator | None = None
 ) -> str:
-    """The report in the seed's form as Markdown (## items, ### 采取的措施 / 取得的成效)."""
-    words = _Words(_translator(t))
+    """The report in the seed's form as Markdown (## items, ### 采取的措施 / 取得的成效); what
+    people wrote is escaped (`markdown_text`), so only the report's own structure renders."""
+    words = _Words(_translator(t), markdown_text)
     tr = words.t
     blocks: list[str] = [f"# {tr('report.title')}"]
     items = report_items(rows)
@@ -299,7 +362,7 @@ def render_markdown(
         metrics = words.metrics(item)
         if metrics:
             blocks.append(metrics)
-    blocks.append(office)
+    blocks.append(markdown_text(office, one_line=True))
     blocks.append(format_date(date, tr))
     return "\n\n".join(blocks) + "\n"
 

@@ -20,8 +20,10 @@ from urllib.parse import urlsplit
 from aiohttp import web
 from pydantic import TypeAdapter, ValidationError
 
+from bot.core import jsonbody
 from bot.core.config_sections import CoreConfig
 from bot.core.configtypes import ConfigSection
+from bot.core.i18n import Translator
 from bot.core.platform import (
     FULL_CAPABILITIES,
     BasePlatform,
@@ -93,11 +95,19 @@ def _fields(exc: ValidationError) -> list[dict[str, str]]:
     ]
 
 
-async def _json_body(request: web.Request, adapter: TypeAdapter[Any]) -> Any | web.Response:
-    """The validated body, or the error response (415, 413, 400 with fields)."""
+async def _json_body(
+    request: web.Request, adapter: TypeAdapter[Any], language: str
+) -> Any | web.Response:
+    """The validated body, or the error response (415, 413, 400 with fields; 400
+    duplicate_key for an object naming a key twice)."""
     if request.content_type != "application/json":
         return _error(415, "unsupported_media_type", "the body must be application/json")
     raw = await request.read()
+    try:
+        jsonbody.check_unique_keys(raw)
+    except jsonbody.DuplicateKey as exc:
+        message = Translator(language)("http.duplicate_key", key=exc.key)
+        return _error(400, "duplicate_key", message)
     try:
         return adapter.validate_json(raw)
     except ValidationError as exc:
@@ -191,7 +201,7 @@ class LocalRoutes:
 
     async def post_message(self, request: web.Request) -> web.Response:
         """POST /local/v1/messages: 201 once the post is durable (200 for a repeated client_id)."""
-        body = await _json_body(request, POST_MESSAGE)
+        body = await _json_body(request, POST_MESSAGE, self.language)
         if isinstance(body, web.Response):
             return body
         message_id, duplicate = await self.backend.post(body)
@@ -199,7 +209,7 @@ class LocalRoutes:
 
     async def post_action(self, request: web.Request) -> web.Response:
         """POST /local/v1/actions: a button click, recorded and processed."""
-        body = await _json_body(request, POST_ACTION)
+        body = await _json_body(request, POST_ACTION, self.language)
         if isinstance(body, web.Response):
             return body
         status = await self.backend.act(body)

@@ -96,15 +96,27 @@ def txn_id(key: str) -> str:
     return clean[:40] + "-" + hashlib.sha256(key.encode()).hexdigest()[:20]
 
 
+def mentions_of(message: OutboundMessage) -> dict[str, Any]:
+    """The message's intentional mentions (m.mentions): only the Matrix users the bot itself
+    names, never @room. Their presence also turns off the older rules that notify on words
+    in the body, so a title reading "@room" or someone's name notifies nobody."""
+    return {"user_ids": [m for m in message.mentions if m.startswith("@") and ":" in m]}
+
+
 def message_content(message: OutboundMessage) -> dict[str, Any]:
-    """The m.room.message content for a neutral message (a card becomes text)."""
+    """The m.room.message content for a neutral message (a card becomes text). The body is
+    plain text: no formatted_body is sent, so nothing people wrote is read as HTML."""
     body = message.text
     if message.card is not None:
         lines = [message.card.title]
         lines += [line for line in (message.card.body, message.card.status) if line]
         links = [f"{b.label}: {b.url}" for b in message.card.buttons if b.url]
         body = "\n".join(lines + links)
-    content: dict[str, Any] = {"msgtype": "m.text", "body": body}
+    content: dict[str, Any] = {
+        "msgtype": "m.text",
+        "body": body,
+        "m.mentions": mentions_of(message),
+    }
     if message.reply_to:
         content["m.relates_to"] = {"m.in_reply_to": {"event_id": message.reply_to}}
     return content
@@ -220,6 +232,7 @@ class MatrixPlatform(BasePlatform):
         content = {
             "msgtype": "m.text",
             "body": f"* {new['body']}",
+            "m.mentions": {},  # an edit notifies nobody anew
             "m.new_content": new,
             "m.relates_to": {"rel_type": "m.replace", "event_id": delivery.edit_of},
         }

@@ -34,6 +34,7 @@ from urllib.parse import quote
 import aiohttp
 from pydantic import ConfigDict, Field, field_validator
 
+from bot.core import jsonbody
 from bot.core.configtypes import BaseUrl, ConfigSection, Duration, EnvName, missing_variables
 from bot.core.platform import (
     BasePlatform,
@@ -239,10 +240,18 @@ class WebhookPlatform(BasePlatform):
             raise RetryLater(f"{what}: timed out") from None
         except aiohttp.ClientError as exc:
             raise RetryLater(f"{what}: {type(exc).__name__}: {exc}") from None
+        duplicate: str | None = None
         try:
-            body: object = json.loads(raw) if raw else None
+            body: object = jsonbody.loads(raw) if raw else None
+        except jsonbody.DuplicateKey as exc:
+            body, duplicate = None, exc.key
         except ValueError:
             body = None
+        if 200 <= status < 300 and duplicate is not None:
+            raise PermanentError(
+                f"{what}: HTTP {status} with the key {duplicate!r} twice in one object "
+                "(protocol violation)"
+            )
         if 200 <= status < 300:
             message_id = body.get("message_id") if isinstance(body, dict) else None
             if isinstance(message_id, int) and not isinstance(message_id, bool):

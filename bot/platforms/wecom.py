@@ -191,12 +191,36 @@ def app_card(delivery: Delivery, agent_id: int) -> dict[str, Any]:
     }
 
 
+# WeCom's robot markdown (and its app text) has no escape character, so what people wrote is
+# made inert by a zero-width space (U+200B) placed inside each piece of syntax that WeCom
+# interprets: after "<" (mentions <@userid>, <font color>, <a href> in app text), after "&"
+# (entities), after "]" (links [text](url) and images), after "*" (bold **…**), and before a
+# line's first "#" or ">" (headings, quotes). The space is invisible, so the text reads as
+# written; removing every U+200B gives it back.
+INERT = "\u200b"
+_INLINE_SYNTAX = re.compile(r"([<&\]*])")
+_LINE_SYNTAX = re.compile(r"^([ \t]*)(?=[#>])", re.MULTILINE)
+
+
+def inert_markdown(text: str) -> str:
+    """Text that WeCom's robot markdown shows as written: no link, mention, tag, heading,
+    quote or bold can form from it (see INERT)."""
+    return _LINE_SYNTAX.sub(r"\1" + INERT, _INLINE_SYNTAX.sub(r"\1" + INERT, text))
+
+
+def inert_app_text(text: str) -> str:
+    """Text for an app text message, which renders <a href> tags: no tag can form from it."""
+    return text.replace("<", "<" + INERT)
+
+
 def robot_markdown(message: OutboundMessage) -> str:
-    """A group post as robot markdown: the card's title in bold, then its text."""
+    """A group post as robot markdown: the card's title in bold, then its text. Every text in
+    the message is plain (people wrote parts of it), so only the bold is markup."""
     if message.card is None:
-        return message.text
-    lines = [f"**{message.card.title}**"]
-    lines += [line for line in (message.card.body, message.card.status) if line]
+        return inert_markdown(message.text)
+    title = " ".join(message.card.title.split("\n"))
+    lines = [f"**{inert_markdown(title)}**"]
+    lines += [inert_markdown(line) for line in (message.card.body, message.card.status) if line]
     return "\n".join(lines)
 
 
@@ -406,7 +430,7 @@ class WecomPlatform(WecomCallbacks, BasePlatform):
                     "touser": delivery.target,
                     "msgtype": "text",
                     "agentid": self.config.agent_id,
-                    "text": {"content": fit(message.text, TEXT_LIMIT)},
+                    "text": {"content": fit(inert_app_text(message.text), TEXT_LIMIT)},
                 },
             )
         invalid = str(data.get("invaliduser") or "")

@@ -30,6 +30,7 @@ from pydantic import (
     model_validator,
 )
 
+from bot.core import jsonbody
 from bot.core import portal_signing as signing
 from bot.core.appkeys import BOT, CONFIG, DATABASE, EGOV_SECRET
 from bot.core.notices import publish_notice
@@ -336,6 +337,11 @@ async def create_notice(request: web.Request) -> web.Response:
     body = await _signed_body(request)
     if isinstance(body, web.Response):
         return body
+    try:
+        jsonbody.check_unique_keys(body)
+    except jsonbody.DuplicateKey as exc:
+        message = request.app[BOT].t("http.duplicate_key", key=exc.key)
+        return refuse(request, 400, "duplicate_key", message)
     try:
         notice = NOTICE_IN.validate_json(body)
     except ValidationError as exc:

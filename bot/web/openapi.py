@@ -192,6 +192,9 @@ def _not_json(ref: _Refs) -> dict[str, Any]:
 def _bad_body() -> dict[str, dict[str, Any]]:
     return {
         "invalid_json": _error_example("invalid_json", "the body is not valid JSON"),
+        "duplicate_key": _error_example(
+            "duplicate_key", "The key 'title' appears twice in one object of the body."
+        ),
         "invalid_body": _error_example(
             "invalid_body",
             "the body does not match the schema",

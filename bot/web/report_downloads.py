@@ -46,7 +46,16 @@ async def download(request: web.Request) -> web.StreamResponse:
     fmt = request.query.get("format", "docx")
     if fmt not in CONTENT_TYPES:
         return _fail(400, "invalid_format", "format must be docx, md, csv or json")
-    start, end = reports.period(first, last, ctx.tz)
+    try:
+        start, end = reports.period(first, last, ctx.tz)
+    except ValueError:  # a genuine token for a period no report covers (or the wrong way round)
+        log.warning("report link refused: invalid_period")
+        message = ctx.t(
+            "http.invalid_period",
+            earliest=reports.EARLIEST_DAY.isoformat(),
+            latest=reports.LATEST_DAY.isoformat(),
+        )
+        return _fail(400, "invalid_period", message)
     async with request.app[DATABASE].read() as session:
         rows = await outcome_rows(session, start, end)
     office = reports.report_office(rows, ctx.t("report.office_fallback"))

@@ -118,6 +118,45 @@ ERRMSGS: dict[int, str] = {
     INVALID_WEBHOOK: "invalid webhook url",
 }
 
+# -- what WeCom's markdown interprets ------------------------------------------------
+# The documented subset (群机器人配置说明, "markdown类型"): headings "# " to "###### ", **bold**,
+# [text](url) links, `code`, "> " quotes, <font color="info|comment|warning"> and <@userid>
+# mentions; app text messages render <a href="…"> links. WeCom has no escape character.
+_MD_LINK = re.compile(r"\[([^\]\n]*)\]\(([^)\s]*)\)")
+_MD_MENTION = re.compile(r"<@([^>\s]+)>")
+_MD_TAG = re.compile(r"</?[A-Za-z][^>]*>")
+_MD_BOLD = re.compile(r"\*\*(.+?)\*\*")
+_MD_HEADING = re.compile(r"^[ \t]*#{1,6}[ \t]", re.MULTILINE)
+_MD_QUOTE = re.compile(r"^[ \t]*>", re.MULTILINE)
+_MD_ENTITY = re.compile(r"&(?:#\d+|#x[0-9A-Fa-f]+|[A-Za-z]+);")
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """What a WeCom client makes of a markdown (or app text) content: its live syntax."""
+
+    links: list[tuple[str, str]]
+    mentions: list[str]
+    tags: list[str]
+    bold: list[str]
+    headings: int
+    quotes: int
+    entities: list[str]
+
+
+def rendered(content: str) -> Rendered:
+    """The documented syntax found in a content, as a WeCom client would act on it."""
+    return Rendered(
+        links=_MD_LINK.findall(content),
+        mentions=_MD_MENTION.findall(content),
+        tags=_MD_TAG.findall(content),
+        bold=_MD_BOLD.findall(content),
+        headings=len(_MD_HEADING.findall(content)),
+        quotes=len(_MD_QUOTE.findall(content)),
+        entities=_MD_ENTITY.findall(content),
+    )
+
+
 # Callback fields WeCom sends as XML numbers rather than CDATA text.
 _NUMERIC_FIELDS = frozenset({"CreateTime", "MsgId", "AgentID"})
 
