@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import io
+import json
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -68,8 +69,10 @@ class Room:
         body: dict[str, Any] = await resp.json()
         return body
 
-    async def messages(self) -> list[dict[str, Any]]:
-        resp = await self.client.get("/local/v1/messages", params={"after": "0", "limit": "500"})
+    async def messages(self, reader: str | None = None) -> list[dict[str, Any]]:
+        """The room as `reader` sees it (the group and their DMs), or the group alone."""
+        params = {"after": "0", "limit": "500", **({"for": reader} if reader else {})}
+        resp = await self.client.get("/local/v1/messages", params=params)
         assert resp.status == 200
         found: list[dict[str, Any]] = (await resp.json())["messages"]
         return found
@@ -112,7 +115,7 @@ class Room:
         return [m for m in await self.messages() if m["sender"] == "bot" and m["to"] is None]
 
     async def dms(self, person: str) -> list[str]:
-        return [m["text"] for m in await self.messages() if m["to"] == person]
+        return [m["text"] for m in await self.messages(person) if m["to"] == person]
 
     async def card_of(self, notice_id: int) -> dict[str, Any]:
         for m in await self.group_posts():
@@ -313,7 +316,7 @@ async def test_negations_questions_and_chatter_do_not_ack(room: Room) -> None:
 
     assert (await assignment(room.db, notice_id, "p005")).state is AssignmentState.PENDING
     # 没收到 and 还没收到: the notice is sent again, privately, with its 收到 button.
-    resent = [m for m in await room.messages() if m["to"] == "p005"]
+    resent = [m for m in await room.messages("p005") if m["to"] == "p005"]
     assert len(resent) == 2
     assert all(m["card"] and m["card"]["buttons"] for m in resent)
     # Replying 收到 to the private copy acknowledges.
@@ -684,3 +687,91 @@ async def test_a_burst_of_acks_leaves_at_most_one_pending_edit(db: Database) -> 
         assert len(edits) == 1
         assert edits[0].state is OutboxState.PENDING
         assert edits[0].payload["card"]["status"] == "已确认 4/4，已完成 0/4"
+
+
+# --- private messages stay private (issue 13, item 6) ---------------------------------------
+
+
+async def office_asks_privately_who_has_not_answered(room: Room) -> tuple[int, int]:
+    """The office DMs the bot `待办 #N`; the bot answers with the names, privately."""
+    notice_id = await post_notice(room)
+    asked = await room.post("p003", f"待办 #{notice_id}", to="bot")
+    await room.settle()
+    return notice_id, asked
+
+
+async def test_a_dm_is_listed_only_for_its_recipient(room: Room) -> None:
+    """Attack: GET /local/v1/messages without for= (or for= someone else) read the office's
+    DMs, names included. Now a DM is listed only for its recipient and its sender."""
+    _, asked = await office_asks_privately_who_has_not_answered(room)
+    office = [m for m in await room.messages("p003") if m["to"] is not None]
+    # the bot's answer, with the names the office asked for
+    answer = next(m for m in office if m["to"] == "p003" and "张三" in m["text"])
+    assert asked in [m["id"] for m in office if m["sender"] == "p003" and m["to"] == "bot"]
+
+    for reader in (None, "p001", "p004", "x999"):
+        seen = await room.messages(reader)
+        assert [m for m in seen if m["to"] is not None] == [], reader
+        assert not [m for m in seen if m["id"] in (asked, answer["id"])], reader
+        assert not [m for m in seen if "张三" in m["text"] and m["to"] is not None], reader
+    group = await room.messages()
+    assert group and all(m["to"] is None for m in group)
+
+
+@pytest.mark.parametrize("reader", ["bot", "a b", "p003\u202e", "x" * 65])
+async def test_reading_for_the_bot_or_a_malformed_id_is_refused(room: Room, reader: str) -> None:
+    """`for=bot` would be every DM (the bot is a party to each): refused, like a malformed id,
+    on the listing and on the stream alike."""
+    await office_asks_privately_who_has_not_answered(room)
+    for path in ("/local/v1/messages", "/local/v1/stream"):
+        resp = await room.client.get(path, params={"for": reader})
+        assert resp.status == 400
+        error = (await resp.json())["error"]
+        assert error["code"] == "invalid_query"
+        assert "for" in error["message"]
+
+
+class Frames:
+    """One event stream, read frame by frame."""
+
+    def __init__(self, response: Any) -> None:
+        self.response = response
+        self.buffer = ""
+        self.messages: list[dict[str, Any]] = []
+
+    async def until(self, predicate: Callable[[dict[str, Any]], bool]) -> None:
+        """Read until a message that satisfies the predicate has arrived."""
+        deadline = time.monotonic() + 10
+        while not any(predicate(m) for m in self.messages):
+            assert time.monotonic() < deadline, self.messages
+            chunk = await asyncio.wait_for(self.response.content.readany(), timeout=10)
+            self.buffer += chunk.decode()
+            *blocks, self.buffer = self.buffer.split("\n\n")
+            for block in blocks:
+                data = [line[6:] for line in block.split("\n") if line.startswith("data: ")]
+                if data:
+                    self.messages.append(json.loads(data[0]))
+
+
+async def test_the_stream_pushes_a_dm_only_to_its_reader(room: Room) -> None:
+    """Attack: /local/v1/stream pushed everyone's DMs to every subscriber. Now a DM goes only
+    to a stream opened for its recipient (or its sender)."""
+    notice_id = await post_notice(room)
+    async with (
+        room.client.get("/local/v1/stream") as anyone,
+        room.client.get("/local/v1/stream", params={"for": "p001"}) as staff,
+        room.client.get("/local/v1/stream", params={"for": "p003"}) as office,
+    ):
+        streams = {"anyone": Frames(anyone), "staff": Frames(staff), "office": Frames(office)}
+        asked = await room.post("p003", f"待办 #{notice_id}", to="bot")
+        await room.settle()
+        await streams["office"].until(lambda m: m["id"] == asked)
+        await streams["office"].until(lambda m: m["to"] == "p003" and "张三" in m["text"])
+        marker = await room.post("p002", "大家好")  # a group message, after the DMs
+        for frames in streams.values():
+            await frames.until(lambda m: m["id"] == marker)
+    for name in ("anyone", "staff"):
+        seen = streams[name].messages
+        assert [m for m in seen if m["to"] is not None] == [], name
+    office_dms = [m["to"] for m in streams["office"].messages if m["to"] is not None]
+    assert office_dms == ["bot", "p003"]  # the office's question, and the answer with names

@@ -327,8 +327,21 @@ def _local_paths(ref: _Refs) -> dict[str, Any]:
         "The server is still starting (the room is not open yet).",
         {"starting": _error_example("starting", "starting")},
     )
+    reader = {
+        "name": "for",
+        "in": "query",
+        "description": (
+            "A person id: the group's messages and that person's DMs (to or from them). "
+            "Without it, the group's messages only. Not `bot`."
+        ),
+        "schema": {"type": "string", "pattern": "^[A-Za-z0-9_.\\-]+$", "maxLength": 64},
+    }
+    invalid_query = {
+        "invalid_query": _error_example("invalid_query", "after must be >= 0 and limit 1 to 500")
+    }
     stream_description = (
-        "Server-sent events for the page, for what this process posts and edits. The stream "
+        "Server-sent events for the page, for what this process posts and edits; a DM only "
+        "on a stream opened with `for` its recipient or sender. The stream "
         "opens with `retry: 2000` and sends a comment every 15 s of silence. Events:\n\n"
         "- `message`: a new message; `data` is the message JSON (LocalMessageDoc).\n"
         "- `edit`: a message edited in place (same id, `edited_at` set); `data` is the whole "
@@ -365,7 +378,9 @@ def _local_paths(ref: _Refs) -> dict[str, Any]:
                 "summary": "Room messages after an id, oldest first",
                 "description": (
                     "The bot's posts have sender `bot`; an edit updates the same id. Without "
-                    "`for`, every message is listed, DMs included."
+                    "`for`, only the group's messages are listed; with `for`, also the DMs to "
+                    "and from that person. `for` is a filter, not a login: the local group "
+                    "has no authentication."
                 ),
                 "parameters": [
                     {
@@ -380,26 +395,15 @@ def _local_paths(ref: _Refs) -> dict[str, Any]:
                         "description": "At most this many messages.",
                         "schema": {"type": "integer", "minimum": 1, "maximum": 500, "default": 100},
                     },
-                    {
-                        "name": "for",
-                        "in": "query",
-                        "description": (
-                            "A person id: only the group's messages and that person's DMs "
-                            "(to or from them)."
-                        ),
-                        "schema": {"type": "string"},
-                    },
+                    reader,
                 ],
                 "responses": {
                     "200": _ok("The messages.", ref(MessagesDoc)),
                     "400": _errors(
                         ref,
-                        "`after` or `limit` is not an integer or out of range.",
-                        {
-                            "invalid_query": _error_example(
-                                "invalid_query", "after must be >= 0 and limit 1 to 500"
-                            )
-                        },
+                        "`after` or `limit` is not an integer or out of range, or `for` is not "
+                        "a person id (or is `bot`).",
+                        invalid_query,
                     ),
                     "503": starting,
                 },
@@ -473,6 +477,7 @@ def _local_paths(ref: _Refs) -> dict[str, Any]:
                 "operationId": "localStream",
                 "summary": "Server-sent events: `message` and `edit`",
                 "description": stream_description,
+                "parameters": [reader],
                 "responses": {
                     "200": {
                         "description": "An endless `text/event-stream`.",
@@ -489,7 +494,8 @@ def _local_paths(ref: _Refs) -> dict[str, Any]:
                                 },
                             }
                         },
-                    }
+                    },
+                    "400": _errors(ref, "`for` is not a person id (or is `bot`).", invalid_query),
                 },
             }
         },

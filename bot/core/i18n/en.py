@@ -40,6 +40,7 @@ MESSAGES: dict[str, str] = {
     "error.missing_results": "#{notice_id} requires results; add a line 'results: …'.",
     "error.invalid_value": "{field} is invalid: {reason}",
     "error.domain_error": "Not done: {message}",
+    "local.invalid_for": "for must be a person's id (letters, digits, _ . -), and not bot",
     "directory.encoding": "not UTF-8 or GB18030 text (byte {offset})",
     "directory.empty": "the file is empty",
     "directory.csv_syntax": "line {line}: {detail}",

@@ -42,6 +42,7 @@ MESSAGES: dict[str, str] = {
     "error.missing_results": "#{notice_id} 要求填写成效，请补充“成效：…”。",
     "error.invalid_value": "{field} 不正确：{reason}",
     "error.domain_error": "操作未完成：{message}",
+    "local.invalid_for": "for 须为一个人的编号（字母、数字、_ . -），且不能是 bot",
     "directory.encoding": "不是 UTF-8 或 GB18030 编码的文本（第 {offset} 字节）",
     "directory.empty": "文件为空",
     "directory.csv_syntax": "第 {line} 行：CSV 格式错误（{detail}）",
