@@ -26,6 +26,7 @@ from storage.models import (
     Assignment,
     AuditEvent,
     InboundRecord,
+    LocalMessage,
     Notice,
     OutboxMessage,
     Outcome,
@@ -34,7 +35,7 @@ from storage.models import (
 )
 from storage.types import AssignmentState, Channel, NoticeState, OutboxState, ReplyKind
 
-from support import actor_of, assignees, assignment, seed_people, snapshot
+from support import PEOPLE_CSV, actor_of, assignees, assignment, seed_people, snapshot
 
 NOTICE_TEXT = """通知 关于报送作业管理自查情况的通知
 请各科室于12月10日前报送自查报告。
@@ -775,3 +776,96 @@ async def test_the_stream_pushes_a_dm_only_to_its_reader(room: Room) -> None:
         assert [m for m in seen if m["to"] is not None] == [], name
     office_dms = [m["to"] for m in streams["office"].messages if m["to"] is not None]
     assert office_dms == ["bot", "p003"]  # the office's question, and the answer with names
+
+
+# --- names that impersonate (issue 13, item 7) -----------------------------------------------
+
+
+async def room_rows(room: Room) -> tuple[Any, ...]:
+    """Everything a refused post must leave alone: the domain rows, the room, the inbound events."""
+    async with room.db.read() as s:
+        posts = await s.scalar(select(func.count()).select_from(LocalMessage))
+        events = await s.scalar(select(func.count()).select_from(InboundRecord))
+    return await snapshot(room.db), posts, events
+
+
+async def refused_post(room: Room, body: dict[str, Any], code: str) -> dict[str, Any]:
+    """Post; assert a 400 with this code and that nothing at all was stored."""
+    before = await room_rows(room)
+    resp = await room.client.post("/local/v1/messages", json=body)
+    assert resp.status == 400, await resp.text()
+    error: dict[str, Any] = (await resp.json())["error"]
+    assert error["code"] == code
+    await room.settle()
+    assert await room_rows(room) == before
+    return error
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["王五", "王 五", " 王五\u3000", "ｗａｎｇ", "WANG", "p001"],
+    ids=["same", "spaced", "padded", "full-width", "upper-case", "someones-id"],
+)
+async def test_a_new_sender_cannot_take_a_name_the_directory_has(room: Room, name: str) -> None:
+    """Attack: {"sender": "evil1", "name": "王五"} registered a second 王五 beside the office's,
+    and the room showed the newcomer's posts under that name. Refused with 400 name_taken,
+    whether the name is written alike, spaced, full-width, in other case, or is someone's id."""
+    await seed_people(room.db, dt.datetime.now(dt.UTC), PEOPLE_CSV + b"p006,Wang,,staff,,\n")
+    for to in (None, "bot"):
+        body = {"sender": "evil1", "name": name, "text": "通知 冒名\n对象：全体", "to": to}
+        error = await refused_post(room, body, "name_taken")
+        assert error["message"].startswith("名录中已有名为")
+        assert [f["field"] for f in error["fields"]] == ["name"]
+    async with room.db.read() as s:
+        assert await s.get(Person, "evil1") is None
+    assert await room.messages() == []
+
+
+async def test_a_known_sender_keeps_their_name_and_a_new_name_is_welcome(room: Room) -> None:
+    await room.post("p003", "大家好", name="张三")  # a known sender's `name` is not used
+    await room.post("x900", "大家好", name="王五五")  # a name of its own
+    await room.settle()
+    async with room.db.read() as s:
+        office, newcomer = await s.get(Person, "p003"), await s.get(Person, "x900")
+    assert office is not None and office.name == "王五"
+    assert newcomer is not None and newcomer.name == "王五五"
+    listed = await (await room.client.get("/local/v1/directory")).json()
+    names = {p["id"]: p["name"] for p in listed["people"]}
+    assert (names["p003"], names["x900"]) == ("王五", "王五五")
+    shown = {m["sender"]: m["sender_name"] for m in await room.messages()}
+    assert shown == {"p003": "王五", "x900": "王五五"}
+
+
+HIDDEN = ["\u202e", "\u200b", "\u200d", "\u2066", "\u061c", "\ufeff", "\u00ad", "\u3164"]
+
+
+@pytest.mark.parametrize("char", HIDDEN, ids=lambda c: f"U+{ord(c):04X}")
+async def test_a_name_that_hides_or_reorders_text_is_refused(room: Room, char: str) -> None:
+    """Attack: a name such as "\u202e五王" or "王\u200b五" (reads as 王五 but is not) was
+    accepted. Refused with 400 unsafe_characters naming the character, from anyone."""
+    for sender in ("evil2", "p001"):
+        body = {"sender": sender, "name": f"王{char}五", "text": "大家好"}
+        error = await refused_post(room, body, "unsafe_characters")
+        assert f"U+{ord(char):04X}" in error["message"]
+        assert [f["field"] for f in error["fields"]] == ["name"]
+    async with room.db.read() as s:
+        assert await s.get(Person, "evil2") is None
+
+
+@pytest.mark.parametrize("sender", ["bot", "p003\u202e", "\u200bp003", "p0\u200d03"])
+async def test_a_sender_id_that_is_the_bots_or_hides_characters_is_refused(
+    room: Room, sender: str
+) -> None:
+    for path, body in (
+        ("/local/v1/messages", {"sender": sender, "text": "收到"}),
+        ("/local/v1/actions", {"sender": sender, "message_id": 1, "action": "ack"}),
+    ):
+        before = await room_rows(room)
+        resp = await room.client.post(path, json=body)
+        assert resp.status == 400
+        error = (await resp.json())["error"]
+        assert (error["code"], [f["field"] for f in error["fields"]]) == (
+            "invalid_body",
+            ["sender"],
+        )
+        assert await room_rows(room) == before

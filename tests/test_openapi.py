@@ -440,6 +440,20 @@ LOCAL_ERRORS: list[tuple[str, str, dict[str, Any], str, str]] = [
     ),
     ("GET", MESSAGES, {"params": {"limit": "0"}}, "400", "invalid_query"),
     ("GET", MESSAGES, {"params": {"for": "bot"}}, "400", "invalid_query"),
+    (
+        "POST",
+        MESSAGES,
+        {"json": {"sender": "x901", "name": "王五", "text": "hi"}},
+        "400",
+        "name_taken",
+    ),
+    (
+        "POST",
+        MESSAGES,
+        {"json": {"sender": "x901", "name": "\u202e五王", "text": "hi"}},
+        "400",
+        "unsafe_characters",
+    ),
     ("GET", "/local/v1/stream", {"params": {"for": "a b"}}, "400", "invalid_query"),
     (
         "POST",

@@ -26,12 +26,33 @@ def _no_nul(value: str) -> str:
 Plain = Annotated[str, AfterValidator(_no_nul)]
 
 
+def _not_the_bot(value: str) -> str:
+    if value == BOT:
+        raise ValueError("is the bot's id")
+    return value
+
+
+SenderId = Annotated[PersonId, AfterValidator(_not_the_bot)]
+
+
+class Refused(Exception):
+    """A post the room refuses although it matches the schema: a stable code, the field, and
+    the catalog message with its parameters."""
+
+    def __init__(self, code: str, field: str, message: str, **params: str) -> None:
+        super().__init__(code)
+        self.code = code
+        self.field = field
+        self.message = message
+        self.params = params
+
+
 class PostMessage(BaseModel):
     """POST /local/v1/messages: a person says something in the room (or, to "bot", privately)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    sender: PersonId
+    sender: SenderId
     text: Annotated[Plain, Field(min_length=1, max_length=10_000)]
     reply_to: Annotated[int, Field(ge=1, le=2**31 - 1)] | None = None
     to: Literal["bot"] | None = None
@@ -44,7 +65,7 @@ class PostAction(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    sender: PersonId
+    sender: SenderId
     message_id: Annotated[int, Field(ge=1, le=2**31 - 1)]
     action: Annotated[Plain, Field(min_length=1, max_length=200)]
 
@@ -155,7 +176,9 @@ class RoomBackend(Protocol):
     hub: RoomHub  # the live event streams of this process
 
     async def post(self, body: PostMessage) -> tuple[int, bool]:
-        """Store a person's post durably; its id, and whether it repeated a client id."""
+        """Store a person's post durably; its id, and whether it repeated a client id.
+        Refused (nothing stored) for a `name` that hides or reorders text, or, from a new
+        sender, reads as a name the directory already has."""
         ...
 
     async def act(self, body: PostAction) -> str:

@@ -34,7 +34,7 @@ from bot.core.platform import (
     SendResult,
     TargetKind,
 )
-from bot.core.room import POST_ACTION, POST_MESSAGE, RoomBackend, RoomHub, reader_of
+from bot.core.room import POST_ACTION, POST_MESSAGE, Refused, RoomBackend, RoomHub, reader_of
 
 log = logging.getLogger("workbot.local")
 
@@ -201,11 +201,16 @@ class LocalRoutes:
         return web.json_response({"messages": messages})
 
     async def post_message(self, request: web.Request) -> web.Response:
-        """POST /local/v1/messages: 201 once the post is durable (200 for a repeated client_id)."""
+        """POST /local/v1/messages: 201 once the post is durable (200 for a repeated client_id);
+        400 for a name that hides or reorders text, or that a new sender cannot take."""
         body = await _json_body(request, POST_MESSAGE)
         if isinstance(body, web.Response):
             return body
-        message_id, duplicate = await self.backend.post(body)
+        try:
+            message_id, duplicate = await self.backend.post(body)
+        except Refused as exc:
+            message = self.t(exc.message, **exc.params)
+            return _error(400, exc.code, message, fields=[{"field": exc.field, "message": message}])
         return web.json_response({"id": message_id}, status=200 if duplicate else 201)
 
     async def post_action(self, request: web.Request) -> web.Response:

@@ -414,8 +414,12 @@ def _local_paths(ref: _Refs) -> dict[str, Any]:
                 "summary": "A person posts in the room (or, with to=bot, to the bot privately)",
                 "description": (
                     "Answered only once the message is committed. An unknown sender is added "
-                    "to the directory as staff, with `name` as its display name. `client_id` "
-                    "makes a retried post idempotent."
+                    "to the directory as staff, with `name` as its display name: a name that "
+                    "reads as a name or an id the directory already has is refused "
+                    "(`name_taken`), and so is, from anyone, a name holding a character that "
+                    "hides or reorders text (`unsafe_characters`: bidi controls, zero-width "
+                    "and other format characters). The name is stored stripped and in NFC. "
+                    "`sender` is never `bot`. `client_id` makes a retried post idempotent."
                 ),
                 "requestBody": {
                     "required": True,
@@ -430,7 +434,22 @@ def _local_paths(ref: _Refs) -> dict[str, Any]:
                         ref(MessageCreated),
                     ),
                     "400": _errors(
-                        ref, "The body is not JSON or does not match the schema.", _bad_body()
+                        ref,
+                        "The body is not JSON or does not match the schema, or the name is "
+                        "refused.",
+                        {
+                            **_bad_body(),
+                            "name_taken": _error_example(
+                                "name_taken",
+                                "the directory already has someone named '王五': a new sender "
+                                "cannot take that name; choose another",
+                            ),
+                            "unsafe_characters": _error_example(
+                                "unsafe_characters",
+                                "the name holds U+202E (RIGHT-TO-LEFT OVERRIDE), a character "
+                                "that hides or reorders text; remove it",
+                            ),
+                        },
                     ),
                     "413": _too_large(ref),
                     "415": _not_json(ref),
