@@ -9,6 +9,7 @@ a newcomer must not take a name the directory already has.
 
 from __future__ import annotations
 
+import functools
 import unicodedata
 from collections.abc import Iterable
 
@@ -71,6 +72,7 @@ def clean(text: str) -> str:
     return unicodedata.normalize("NFC", stripped)
 
 
+@functools.lru_cache(maxsize=8192)  # the directory's names, compared again at each newcomer
 def name_key(name: str) -> str:
     """How a name reads: compatibility forms folded (full-width ｗａｎｇ is wang), case folded,
     whitespace and refused characters ignored (王 五 and 王\u200b五 are 王五)."""
