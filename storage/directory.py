@@ -13,12 +13,13 @@ from typing import Any
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from storage import audit
+from storage import audit, readable
 from storage.domain import Actor
 from storage.models import Person, PersonIdentity
 from storage.types import Role
 
 REQUIRED_COLUMNS = ("id", "name", "department", "roles")
+RESERVED_IDS = frozenset({"bot"})  # the bot's own sender id in the local group
 ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
 PHONE_PATTERN = re.compile(r"^\+?[0-9][0-9\- ]{2,30}$")
 
@@ -28,12 +29,17 @@ REASONS: dict[str, str] = {
     "encoding": "not UTF-8 or GB18030 text (byte {offset})",
     "empty": "the file is empty",
     "csv_syntax": "line {line}: {detail}",
+    "unsafe_character": (
+        "line {line}, column {column}: {char} ({char_name}) hides or reorders text; "
+        "remove it (nothing was imported)"
+    ),
     "missing_columns": "missing column(s): {columns}",
     "unknown_columns": "unknown column(s): {columns} (allowed: {allowed})",
     "duplicate_columns": "duplicate column(s): {columns}",
     "field_count": "{fields} fields, the header has {columns}",
     "missing_id": "missing id",
     "invalid_id": "invalid id {id!r} (letters, digits, _ . -; at most 64)",
+    "reserved_id": "the id {id!r} is the bot's",
     "duplicate_id": "duplicate id {id!r} (first on line {first})",
     "missing_name": "missing name",
     "name_too_long": "name longer than 100 characters",
@@ -154,6 +160,17 @@ def parse_people_csv(data: bytes, platforms: Sequence[str]) -> ParsedDirectory:
         line = reader.line_num
         if not any(cell.strip() for cell in record):
             continue
+        for index, cell in enumerate(record):
+            unsafe = readable.first_refused(cell.strip())
+            if unsafe is not None:
+                # A hidden or reordering character in a directory is not a typo: refuse the file.
+                raise DirectoryFileError(
+                    "unsafe_character",
+                    line=line,
+                    column=columns[index] if index < len(columns) else str(index + 1),
+                    char=unsafe.code_point,
+                    char_name=unsafe.char_name,
+                )
         if len(record) > len(columns):
             rejected.append(
                 RejectedRow(
@@ -171,14 +188,16 @@ def parse_people_csv(data: bytes, platforms: Sequence[str]) -> ParsedDirectory:
             problems.append(Problem("missing_id"))
         elif not ID_PATTERN.match(pid):
             problems.append(Problem("invalid_id", {"id": pid}))
+        elif pid in RESERVED_IDS:
+            problems.append(Problem("reserved_id", {"id": pid}))
         elif pid in seen_ids:
             problems.append(Problem("duplicate_id", {"id": pid, "first": seen_ids[pid]}))
-        name = cells["name"]
+        name = readable.clean(cells["name"])
         if not name:
             problems.append(Problem("missing_name"))
         elif len(name) > 100:
             problems.append(Problem("name_too_long"))
-        department = cells["department"]
+        department = readable.clean(cells["department"])
         if len(department) > 100:
             problems.append(Problem("department_too_long"))
         roles = tuple(
@@ -358,7 +377,11 @@ async def register_sender(
     display_name: str,
     now: dt.datetime,
 ) -> Person:
-    """Add an unknown sender in the bound group to the directory as staff (docs/architecture.md)."""
+    """Add an unknown sender in the bound group to the directory as staff (docs/architecture.md).
+
+    The platform's display name becomes the person's name unless it holds a character that
+    hides or reorders text, or reads as a name or an id the directory already has: then the
+    person is named by their id (the office can rename them with an import)."""
     existing = await person_for(session, platform, platform_user_id)
     if existing is not None:
         return existing
@@ -371,7 +394,7 @@ async def register_sender(
     while await session.get(Person, person_id) is not None:
         suffix += 1
         person_id = f"{base[: 64 - len(str(suffix)) - 1]}-{suffix}"
-    name = (display_name.strip() or platform_user_id)[:100]
+    name, refusal = await _newcomer_name(session, display_name, platform_user_id, person_id)
     person = Person(
         id=person_id,
         name=name,
@@ -393,10 +416,37 @@ async def register_sender(
         action="person.auto_register",
         entity="person",
         entity_id=person_id,
-        data={"platform": platform, "platform_user_id": platform_user_id, "name": name},
+        data={
+            "platform": platform,
+            "platform_user_id": platform_user_id,
+            "name": name,
+            **({"display_name_refused": refusal} if refusal else {}),
+        },
         now=now,
     )
     return person
+
+
+async def _newcomer_name(
+    session: AsyncSession, display_name: str, platform_user_id: str, person_id: str
+) -> tuple[str, str | None]:
+    """A newcomer's name, and why their display name was not taken (None if it was)."""
+    try:
+        wanted = readable.clean(display_name)[:100]
+    except readable.UnsafeText:
+        return person_id, "unsafe_characters"
+    fallback = platform_user_id if readable.first_refused(platform_user_id) is None else person_id
+    name = wanted or fallback[:100]
+    if await name_taken(session, name):
+        return person_id, "name_taken"
+    return name, None
+
+
+async def name_taken(session: AsyncSession, name: str) -> bool:
+    """Whether a name reads as a name or an id the directory already has (readable.name_key):
+    people are referred to by either."""
+    rows = (await session.execute(select(Person.id, Person.name))).all()
+    return readable.taken(name, [text for row in rows for text in row])
 
 
 async def get_person(session: AsyncSession, person_id: str) -> Person | None:

@@ -171,14 +171,17 @@ async def edit_message(
 async def list_messages(
     session: AsyncSession, *, after: int, limit: int, for_person: str | None = None
 ) -> list[LocalMessage]:
-    """Messages after an id, oldest first; with for_person, only the group and their DMs."""
+    """Messages after an id, oldest first: the group's, and with for_person also the DMs to
+    or from that person (never anyone else's DMs)."""
     query = select(LocalMessage).where(LocalMessage.id > after)
-    if for_person is not None:
+    if for_person is None or for_person == BOT_SENDER:
+        query = query.where(LocalMessage.to.is_(None))
+    else:
         query = query.where(
             or_(
                 LocalMessage.to.is_(None),
                 LocalMessage.to == for_person,
-                (LocalMessage.sender == for_person),
+                LocalMessage.sender == for_person,
             )
         )
     return list((await session.scalars(query.order_by(LocalMessage.id).limit(limit))).all())

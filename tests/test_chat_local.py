@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import io
+import json
 import re
 import time
 from collections.abc import AsyncIterator, Callable
@@ -26,6 +27,7 @@ from storage.models import (
     Assignment,
     AuditEvent,
     InboundRecord,
+    LocalMessage,
     Notice,
     OutboxMessage,
     Outcome,
@@ -34,7 +36,7 @@ from storage.models import (
 )
 from storage.types import AssignmentState, Channel, NoticeState, OutboxState, ReplyKind
 
-from support import actor_of, assignees, assignment, seed_people, snapshot
+from support import PEOPLE_CSV, actor_of, assignees, assignment, seed_people, snapshot
 
 NOTICE_TEXT = """通知 关于报送作业管理自查情况的通知
 请各科室于12月10日前报送自查报告。
@@ -69,8 +71,10 @@ class Room:
         body: dict[str, Any] = await resp.json()
         return body
 
-    async def messages(self) -> list[dict[str, Any]]:
-        resp = await self.client.get("/local/v1/messages", params={"after": "0", "limit": "500"})
+    async def messages(self, reader: str | None = None) -> list[dict[str, Any]]:
+        """The room as `reader` sees it (the group and their DMs), or the group alone."""
+        params = {"after": "0", "limit": "500", **({"for": reader} if reader else {})}
+        resp = await self.client.get("/local/v1/messages", params=params)
         assert resp.status == 200
         found: list[dict[str, Any]] = (await resp.json())["messages"]
         return found
@@ -113,7 +117,7 @@ class Room:
         return [m for m in await self.messages() if m["sender"] == "bot" and m["to"] is None]
 
     async def dms(self, person: str) -> list[str]:
-        return [m["text"] for m in await self.messages() if m["to"] == person]
+        return [m["text"] for m in await self.messages(person) if m["to"] == person]
 
     async def card_of(self, notice_id: int) -> dict[str, Any]:
         for m in await self.group_posts():
@@ -314,7 +318,7 @@ async def test_negations_questions_and_chatter_do_not_ack(room: Room) -> None:
 
     assert (await assignment(room.db, notice_id, "p005")).state is AssignmentState.PENDING
     # 没收到 and 还没收到: the notice is sent again, privately, with its 收到 button.
-    resent = [m for m in await room.messages() if m["to"] == "p005"]
+    resent = [m for m in await room.messages("p005") if m["to"] == "p005"]
     assert len(resent) == 2
     assert all(m["card"] and m["card"]["buttons"] for m in resent)
     # Replying 收到 to the private copy acknowledges.
@@ -711,3 +715,184 @@ async def test_a_refused_value_is_explained_in_one_language(room: Room) -> None:
     async with room.db.read() as s:
         assert await s.scalar(select(func.count()).select_from(Notice)) == 0
     assert len([m for m in await room.messages() if m["sender"] == "bot"]) <= before + 1
+
+
+# --- private messages stay private (issue 13, item 6) ---------------------------------------
+
+
+async def office_asks_privately_who_has_not_answered(room: Room) -> tuple[int, int]:
+    """The office DMs the bot `待办 #N`; the bot answers with the names, privately."""
+    notice_id = await post_notice(room)
+    asked = await room.post("p003", f"待办 #{notice_id}", to="bot")
+    await room.settle()
+    return notice_id, asked
+
+
+async def test_a_dm_is_listed_only_for_its_recipient(room: Room) -> None:
+    """Attack: GET /local/v1/messages without for= (or for= someone else) read the office's
+    DMs, names included. Now a DM is listed only for its recipient and its sender."""
+    _, asked = await office_asks_privately_who_has_not_answered(room)
+    office = [m for m in await room.messages("p003") if m["to"] is not None]
+    # the bot's answer, with the names the office asked for
+    answer = next(m for m in office if m["to"] == "p003" and "张三" in m["text"])
+    assert asked in [m["id"] for m in office if m["sender"] == "p003" and m["to"] == "bot"]
+
+    for reader in (None, "p001", "p004", "x999"):
+        seen = await room.messages(reader)
+        assert [m for m in seen if m["to"] is not None] == [], reader
+        assert not [m for m in seen if m["id"] in (asked, answer["id"])], reader
+        assert not [m for m in seen if "张三" in m["text"] and m["to"] is not None], reader
+    group = await room.messages()
+    assert group and all(m["to"] is None for m in group)
+
+
+@pytest.mark.parametrize("reader", ["bot", "a b", "p003\u202e", "x" * 65])
+async def test_reading_for_the_bot_or_a_malformed_id_is_refused(room: Room, reader: str) -> None:
+    """`for=bot` would be every DM (the bot is a party to each): refused, like a malformed id,
+    on the listing and on the stream alike."""
+    await office_asks_privately_who_has_not_answered(room)
+    for path in ("/local/v1/messages", "/local/v1/stream"):
+        resp = await room.client.get(path, params={"for": reader})
+        assert resp.status == 400
+        error = (await resp.json())["error"]
+        assert error["code"] == "invalid_query"
+        assert "for" in error["message"]
+
+
+class Frames:
+    """One event stream, read frame by frame."""
+
+    def __init__(self, response: Any) -> None:
+        self.response = response
+        self.buffer = ""
+        self.messages: list[dict[str, Any]] = []
+
+    async def until(self, predicate: Callable[[dict[str, Any]], bool]) -> None:
+        """Read until a message that satisfies the predicate has arrived."""
+        deadline = time.monotonic() + 10
+        while not any(predicate(m) for m in self.messages):
+            assert time.monotonic() < deadline, self.messages
+            chunk = await asyncio.wait_for(self.response.content.readany(), timeout=10)
+            self.buffer += chunk.decode()
+            *blocks, self.buffer = self.buffer.split("\n\n")
+            for block in blocks:
+                data = [line[6:] for line in block.split("\n") if line.startswith("data: ")]
+                if data:
+                    self.messages.append(json.loads(data[0]))
+
+
+async def test_the_stream_pushes_a_dm_only_to_its_reader(room: Room) -> None:
+    """Attack: /local/v1/stream pushed everyone's DMs to every subscriber. Now a DM goes only
+    to a stream opened for its recipient (or its sender)."""
+    notice_id = await post_notice(room)
+    async with (
+        room.client.get("/local/v1/stream") as anyone,
+        room.client.get("/local/v1/stream", params={"for": "p001"}) as staff,
+        room.client.get("/local/v1/stream", params={"for": "p003"}) as office,
+    ):
+        streams = {"anyone": Frames(anyone), "staff": Frames(staff), "office": Frames(office)}
+        asked = await room.post("p003", f"待办 #{notice_id}", to="bot")
+        await room.settle()
+        await streams["office"].until(lambda m: m["id"] == asked)
+        await streams["office"].until(lambda m: m["to"] == "p003" and "张三" in m["text"])
+        marker = await room.post("p002", "大家好")  # a group message, after the DMs
+        for frames in streams.values():
+            await frames.until(lambda m: m["id"] == marker)
+    for name in ("anyone", "staff"):
+        seen = streams[name].messages
+        assert [m for m in seen if m["to"] is not None] == [], name
+    office_dms = [m["to"] for m in streams["office"].messages if m["to"] is not None]
+    assert office_dms == ["bot", "p003"]  # the office's question, and the answer with names
+
+
+# --- names that impersonate (issue 13, item 7) -----------------------------------------------
+
+
+async def room_rows(room: Room) -> tuple[Any, ...]:
+    """Everything a refused post must leave alone: the domain rows, the room, the inbound events."""
+    async with room.db.read() as s:
+        posts = await s.scalar(select(func.count()).select_from(LocalMessage))
+        events = await s.scalar(select(func.count()).select_from(InboundRecord))
+    return await snapshot(room.db), posts, events
+
+
+async def refused_post(room: Room, body: dict[str, Any], code: str) -> dict[str, Any]:
+    """Post; assert a 400 with this code and that nothing at all was stored."""
+    before = await room_rows(room)
+    resp = await room.client.post("/local/v1/messages", json=body)
+    assert resp.status == 400, await resp.text()
+    error: dict[str, Any] = (await resp.json())["error"]
+    assert error["code"] == code
+    await room.settle()
+    assert await room_rows(room) == before
+    return error
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["王五", "王 五", " 王五\u3000", "ｗａｎｇ", "WANG", "p001"],
+    ids=["same", "spaced", "padded", "full-width", "upper-case", "someones-id"],
+)
+async def test_a_new_sender_cannot_take_a_name_the_directory_has(room: Room, name: str) -> None:
+    """Attack: {"sender": "evil1", "name": "王五"} registered a second 王五 beside the office's,
+    and the room showed the newcomer's posts under that name. Refused with 400 name_taken,
+    whether the name is written alike, spaced, full-width, in other case, or is someone's id."""
+    await seed_people(room.db, dt.datetime.now(dt.UTC), PEOPLE_CSV + b"p006,Wang,,staff,,\n")
+    for to in (None, "bot"):
+        body = {"sender": "evil1", "name": name, "text": "通知 冒名\n对象：全体", "to": to}
+        error = await refused_post(room, body, "name_taken")
+        assert error["message"].startswith("名录中已有名为")
+        assert [f["field"] for f in error["fields"]] == ["name"]
+    async with room.db.read() as s:
+        assert await s.get(Person, "evil1") is None
+    assert await room.messages() == []
+
+
+async def test_a_known_sender_keeps_their_name_and_a_new_name_is_welcome(room: Room) -> None:
+    await room.post("p003", "大家好", name="张三")  # a known sender's `name` is not used
+    await room.post("x900", "大家好", name="王五五")  # a name of its own
+    await room.settle()
+    async with room.db.read() as s:
+        office, newcomer = await s.get(Person, "p003"), await s.get(Person, "x900")
+    assert office is not None and office.name == "王五"
+    assert newcomer is not None and newcomer.name == "王五五"
+    listed = await (await room.client.get("/local/v1/directory")).json()
+    names = {p["id"]: p["name"] for p in listed["people"]}
+    assert (names["p003"], names["x900"]) == ("王五", "王五五")
+    shown = {m["sender"]: m["sender_name"] for m in await room.messages()}
+    assert shown == {"p003": "王五", "x900": "王五五"}
+
+
+HIDDEN = ["\u202e", "\u200b", "\u200d", "\u2066", "\u061c", "\ufeff", "\u00ad", "\u3164"]
+
+
+@pytest.mark.parametrize("char", HIDDEN, ids=lambda c: f"U+{ord(c):04X}")
+async def test_a_name_that_hides_or_reorders_text_is_refused(room: Room, char: str) -> None:
+    """Attack: a name such as "\u202e五王" or "王\u200b五" (reads as 王五 but is not) was
+    accepted. Refused with 400 unsafe_characters naming the character, from anyone."""
+    for sender in ("evil2", "p001"):
+        body = {"sender": sender, "name": f"王{char}五", "text": "大家好"}
+        error = await refused_post(room, body, "unsafe_characters")
+        assert f"U+{ord(char):04X}" in error["message"]
+        assert [f["field"] for f in error["fields"]] == ["name"]
+    async with room.db.read() as s:
+        assert await s.get(Person, "evil2") is None
+
+
+@pytest.mark.parametrize("sender", ["bot", "p003\u202e", "\u200bp003", "p0\u200d03"])
+async def test_a_sender_id_that_is_the_bots_or_hides_characters_is_refused(
+    room: Room, sender: str
+) -> None:
+    for path, body in (
+        ("/local/v1/messages", {"sender": sender, "text": "收到"}),
+        ("/local/v1/actions", {"sender": sender, "message_id": 1, "action": "ack"}),
+    ):
+        before = await room_rows(room)
+        resp = await room.client.post(path, json=body)
+        assert resp.status == 400
+        error = (await resp.json())["error"]
+        assert (error["code"], [f["field"] for f in error["fields"]]) == (
+            "invalid_body",
+            ["sender"],
+        )
+        assert await room_rows(room) == before

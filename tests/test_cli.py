@@ -118,6 +118,52 @@ def test_people_import_file_errors_write_nothing(run: Run, workdir: Path) -> Non
     assert count(workdir / "wb.db", "person") == 0
 
 
+@pytest.mark.parametrize(
+    ("row", "where"),
+    [
+        ("p005,\u202e七钱,督导科,staff,,", "line 6, column name: U+202E (RIGHT-TO-LEFT OVERRIDE)"),
+        ("p005,钱七,督\u200b导科,staff,,", "line 6, column department: U+200B (ZERO WIDTH SPACE)"),
+        ("p005\u2066,钱七,督导科,staff,,", "line 6, column id: U+2066 (LEFT-TO-RIGHT ISOLATE)"),
+    ],
+    ids=["name", "department", "id"],
+)
+def test_people_import_refuses_a_file_with_hidden_characters_and_writes_nothing(
+    run: Run, workdir: Path, row: str, where: str
+) -> None:
+    """Attack: a directory row whose name, department or id hides a bidi control or a
+    zero-width character (to pass for someone else in lists). The whole file is refused, exit
+    2, naming the file, line and column; not even its valid rows are imported."""
+    assert run("migrate")[0] == 0
+    csv = workdir / "hidden.csv"
+    csv.write_text(PEOPLE + row + "\n", encoding="utf-8")
+    code, out, err = run("people", "import", str(csv))
+    assert code == 2
+    assert f"{csv}: {where} hides or reorders text" in err
+    assert "nothing was imported" in err
+    assert "Traceback" not in err and out == ""
+    assert count(workdir / "wb.db", "person") == 0
+    assert count(workdir / "wb.db", "audit_event") == 0
+
+
+def test_people_import_names_the_hidden_character_in_chinese_by_default(
+    run: Run, workdir: Path
+) -> None:
+    assert run("migrate")[0] == 0
+    (workdir / "zh.toml").write_text(
+        '[database]\nurl = "sqlite+aiosqlite:///' + str(workdir / "wb.db") + '"\n',
+        encoding="utf-8",
+    )
+    csv = workdir / "hidden.csv"
+    csv.write_text(PEOPLE + "p005,钱\u200f七,督导科,staff,,\n", encoding="utf-8")
+    code, _, err = run("people", "import", "-c", str(workdir / "zh.toml"), str(csv))
+    assert code == 2
+    assert err.strip() == (
+        f"workbot: {csv}: 第 6 行“name”列含有隐藏或改变文字方向的字符 "
+        "U+200F（RIGHT-TO-LEFT MARK），请删除后重新导入（本次未导入任何数据）"
+    )
+    assert count(workdir / "wb.db", "person") == 0
+
+
 def test_notice_lifecycle_from_the_cli(run: Run, workdir: Path) -> None:
     assert run("migrate")[0] == 0
     assert run("people", "import", str(workdir / "people.csv"))[0] == 0

@@ -15,12 +15,14 @@ from storage.directory import (
     ImportResult,
     ParsedDirectory,
     parse_people_csv,
+    register_sender,
     upsert_people,
 )
 from storage.domain import Actor
 from storage.errors import NotAllowed
-from storage.models import Person
+from storage.models import AuditEvent, Person
 from storage.queries import PersonView, list_people
+from storage.readable import clean
 from storage.types import Role
 from tests.conftest import T0
 from tests.support import CLI, PEOPLE_CSV, audit_length, snapshot
@@ -319,3 +321,130 @@ async def test_only_office_or_admin_may_import(db: Database) -> None:
     assert result.created == 5
     async with db.read() as s:
         assert len((await s.scalars(select(Person.id))).all()) == 5
+
+
+# --- names that impersonate (issue 13, item 7) -----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("row", "column", "char"),
+    [
+        ("p006,\u202e五王,督导科,staff,,", "name", "U+202E"),  # right-to-left override
+        ("p006,王\u200b五,督导科,staff,,", "name", "U+200B"),  # zero-width space
+        ("p006,孙八,督导\u2066科,staff,,", "department", "U+2066"),  # left-to-right isolate
+        ("p006\u200d,孙八,督导科,staff,,", "id", "U+200D"),  # zero-width joiner
+        ("p006,孙八,督导科,staff,,zhang\ufeffsan", "wecom", "U+FEFF"),
+    ],
+)
+def test_a_hidden_or_reordering_character_refuses_the_whole_file(
+    row: str, column: str, char: str
+) -> None:
+    data = PEOPLE_CSV + row.encode() + b"\n"
+    with pytest.raises(DirectoryFileError) as info:
+        parse_people_csv(data, CSV_PLATFORMS)
+    problem = info.value.problem
+    assert problem.code == "unsafe_character"
+    assert (problem.params["line"], problem.params["column"]) == (7, column)
+    assert problem.params["char"] == char
+    assert f"line 7, column {column}: {char} (" in str(info.value)
+
+
+@settings(max_examples=200, deadline=None, database=None)
+@given(
+    row=st.integers(min_value=0, max_value=4),
+    column=st.sampled_from(["id", "name", "department"]),
+    at=st.integers(min_value=1, max_value=2),
+    char=st.sampled_from(["\u202e", "\u200b", "\u061c", "\u2067", "\u200f", "\u2060", "\xad"]),
+)
+def test_a_hidden_character_in_any_row_is_named_by_line_and_column(
+    row: int, column: str, at: int, char: str
+) -> None:
+    lines = PEOPLE_CSV.decode().splitlines()
+    header = lines[0].split(",")
+    cells = lines[row + 1].split(",")
+    index = header.index(column)
+    cells[index] = cells[index][:at] + char + cells[index][at:]
+    lines[row + 1] = ",".join(cells)
+    with pytest.raises(DirectoryFileError) as info:
+        parse_people_csv("\n".join(lines).encode(), CSV_PLATFORMS)
+    params = info.value.problem.params
+    assert (params["line"], params["column"], params["char"]) == (
+        row + 2,
+        column,
+        f"U+{ord(char):04X}",
+    )
+
+
+_SAFE_CELL = st.text(alphabet=st.sampled_from('ab1;；,"\u3000 张-_.+@·'), max_size=12)
+
+
+@settings(max_examples=300, deadline=None, database=None)
+@given(
+    header=_HEADERS,
+    body=st.lists(st.lists(_SAFE_CELL, max_size=9).map(",".join), max_size=8).map("\n".join),
+    encoding=st.sampled_from(["utf-8", "gb18030"]),
+)
+def test_rows_without_hidden_characters_are_judged_row_by_row(
+    header: str, body: str, encoding: str
+) -> None:
+    """The file-wide refusal is only for hidden characters (here: a line break that an open
+    quote pulled into a cell): otherwise bad rows are still rejected one by one, and what is
+    kept is stripped and in NFC."""
+    try:
+        parsed = parse_people_csv((header + "\n" + body).encode(encoding), CSV_PLATFORMS)
+    except DirectoryFileError as exc:
+        if exc.problem.code == "unsafe_character":
+            assert exc.problem.params["char"] in ("U+000A", "U+000D"), exc
+        return
+    assert all(r.name and r.name == clean(r.name) for r in parsed.rows)
+    assert all(r.department == clean(r.department) for r in parsed.rows)
+
+
+def test_names_and_departments_are_stored_in_nfc() -> None:
+    data = "id,name,department,roles\np1,Jose\u0301,E\u0301cole,staff\n".encode()
+    (row,) = parse_people_csv(data, CSV_PLATFORMS).rows
+    assert (row.name, row.department) == ("Jos\u00e9", "\u00c9cole")
+
+
+def test_the_bots_id_is_reserved() -> None:
+    parsed = parse_people_csv(b"id,name,department,roles\nbot,Bot,,staff\n", CSV_PLATFORMS)
+    assert parsed.rows == []
+    assert [r.reason for r in parsed.rejected] == ["the id 'bot' is the bot's"]
+
+
+async def test_a_platform_newcomer_cannot_take_a_name_or_hide_characters(db: Database) -> None:
+    """A directory write from a platform (an unknown sender auto-registered): a display name
+    that reads as one the directory has, or that hides characters, is not taken; the person
+    is named by their id and the audit event says why."""
+    await import_csv(db, PEOPLE_CSV)
+    names_before = {p.id: p.name for p in (await people(db)).values()}
+    cases = [
+        ("9001", "王五", "name_taken"),
+        ("9002", "王 五", "name_taken"),
+        ("9003", "王\u200b五", "unsafe_characters"),
+        ("9004", "\u202e五王", "unsafe_characters"),
+        ("9005", "新同事", None),
+    ]
+    async with db.transaction() as s:
+        for uid, display, _ in cases:
+            await register_sender(
+                s, platform="telegram", platform_user_id=uid, display_name=display, now=LATER
+            )
+    after = await people(db)
+    assert {pid: after[pid].name for pid in names_before} == names_before
+    assert [after[f"telegram-{uid}"].name for uid, _, _ in cases] == [
+        "telegram-9001",
+        "telegram-9002",
+        "telegram-9003",
+        "telegram-9004",
+        "新同事",
+    ]
+    async with db.read() as s:
+        events = (
+            await s.scalars(
+                select(AuditEvent)
+                .where(AuditEvent.action == "person.auto_register")
+                .order_by(AuditEvent.seq)
+            )
+        ).all()
+    assert [e.data.get("display_name_refused") for e in events] == [c[2] for c in cases]

@@ -33,6 +33,7 @@ NOTICE_TEXT = "通知 测试通知\n请确认。\n对象：全体\n截止：2030
 STARTUP_SECONDS = 60.0
 STOP_SECONDS = 20.0
 WAIT_MS = 20_000
+ROOM_READ = re.compile(r"/local/v1/(messages\?|stream)")  # a GET of the room (a POST has no ?)
 
 
 @dataclass(frozen=True)
@@ -279,3 +280,40 @@ async def test_ack_button_updates_the_tally_in_place(
         finally:
             await browser.close()
     assert errors == [], errors
+
+
+async def test_the_page_reads_only_the_dms_of_whom_it_is(chromium: str, group: Group) -> None:
+    """The page asks for its own DMs (for=), and switching who one is swaps the DM panel:
+    the office's DM never reaches a staff member's page, nor the staff's the office's."""
+    await post_notice(group)  # the office gets a private 已发布 note
+    errors: list[str] = []
+    reads: list[str] = []
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        try:
+            context = await browser.new_context(viewport={"width": 1280, "height": 800})
+            page = await context.new_page()
+            watch_for_errors(page, errors)
+            page.on("request", lambda r: reads.append(r.url) if ROOM_READ.search(r.url) else None)
+            await page.goto(f"{group.base}/local/")
+            await page.get_by_test_id("who").select_option(group.staff)
+            await expect(page.locator("#timeline .card", has_text="测试通知")).to_have_count(1)
+            await page.get_by_test_id("text").fill("待办")
+            await page.get_by_test_id("text").press("Enter")
+            dms = page.locator("#dm-list")
+            await expect(dms).to_contain_text("您的待办", timeout=WAIT_MS)
+            await expect(dms).not_to_contain_text("已发布")
+            staff_reads = [u for u in reads if f"for={group.staff}" in u]
+            assert staff_reads, reads
+
+            await page.get_by_test_id("who").select_option(group.office)
+            await expect(dms).to_contain_text("已发布", timeout=WAIT_MS)
+            await expect(dms).not_to_contain_text("您的待办")
+            assert [u for u in reads if f"for={group.office}" in u], reads
+            await context.close()
+        finally:
+            await browser.close()
+    assert errors == [], errors
+    # Once someone is picked, every read (listing and stream) names them.
+    assert all("for=" in u for u in reads[reads.index(staff_reads[0]) :]), reads
+    assert [u for u in reads if "/local/v1/stream?for=" in u], reads

@@ -78,7 +78,8 @@ async def test_a_debug_log_holds_no_secret_token_or_bearer_link(tmp_path: Path) 
             links: list[str] = []
             deadline = time.monotonic() + 10
             while not links and time.monotonic() < deadline:
-                texts = [m["text"] for m in await room_messages(base, after=0)]
+                office = await room_messages(base, after=0, reader="p003")  # the answer is a DM
+                texts = [m["text"] for m in office]
                 links = [token for text in texts for token in LINK.findall(text)]
                 await asyncio.sleep(0.05)
             assert links, "the 报告 answer carries a signed download link"

@@ -447,6 +447,22 @@ LOCAL_ERRORS: list[tuple[str, str, dict[str, Any], str, str]] = [
         "request_entity_too_large",
     ),
     ("GET", MESSAGES, {"params": {"limit": "0"}}, "400", "invalid_query"),
+    ("GET", MESSAGES, {"params": {"for": "bot"}}, "400", "invalid_query"),
+    (
+        "POST",
+        MESSAGES,
+        {"json": {"sender": "x901", "name": "王五", "text": "hi"}},
+        "400",
+        "name_taken",
+    ),
+    (
+        "POST",
+        MESSAGES,
+        {"json": {"sender": "x901", "name": "\u202e五王", "text": "hi"}},
+        "400",
+        "unsafe_characters",
+    ),
+    ("GET", "/local/v1/stream", {"params": {"for": "a b"}}, "400", "invalid_query"),
     (
         "POST",
         ACTIONS,
@@ -460,7 +476,7 @@ LOCAL_ERRORS: list[tuple[str, str, dict[str, Any], str, str]] = [
 @pytest.mark.parametrize(
     ("method", "path", "kwargs", "status", "code"),
     LOCAL_ERRORS,
-    ids=[case[-1] for case in LOCAL_ERRORS],
+    ids=[f"{case[1]}-{case[-1]}" for case in LOCAL_ERRORS],
 )
 async def test_local_errors_match_their_schemas(
     live: Live, method: str, path: str, kwargs: dict[str, Any], status: str, code: str

@@ -104,9 +104,14 @@ async def test_sqlite_watcher_wakes_on_another_process_commit_only(tmp_path: Pat
     assert len(wakes.topics) == 2
 
 
-async def room_messages(base: str, *, after: int) -> list[dict[str, Any]]:
-    """The local group's messages after an id (GET /local/v1/messages)."""
+async def room_messages(
+    base: str, *, after: int, reader: str | None = None
+) -> list[dict[str, Any]]:
+    """The local group's messages after an id (GET /local/v1/messages), with the DMs to and
+    from `reader` when one is named."""
     url = f"{base}/local/v1/messages?after={after}&limit=500"
+    if reader is not None:
+        url += f"&for={reader}"
     status, room = await asyncio.to_thread(get_json, url)
     assert status == 200, room
     messages = room["messages"]

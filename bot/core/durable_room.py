@@ -12,8 +12,8 @@ from bot.core.clock import Clock
 from bot.core.group_commit import GroupCommit, ThreadedGroupCommit
 from bot.core.intake import ChatIntake, event_to_payload
 from bot.core.platform import ButtonAction, InboundMessage, Sender
-from bot.core.room import PostAction, PostMessage, RoomHub, message_json
-from storage import directory, local_room
+from bot.core.room import PostAction, PostMessage, Refused, RoomHub, message_json
+from storage import directory, local_room, readable
 from storage.db import Database, Session
 from storage.models import LocalMessage
 
@@ -112,12 +112,33 @@ class LocalRoom:
             )
 
     async def post(self, body: PostMessage) -> tuple[int, bool]:
-        """Store a post durably (group commit); chatter from known people is not processed."""
+        """Store a post durably (group commit); chatter from known people is not processed.
+
+        Refused before anything is stored: a `name` with a character that hides or reorders
+        text, and a new sender whose name (or, without one, id) reads as a name or an id the
+        directory already has."""
+        try:
+            name = readable.clean(body.name) if body.name is not None else ""
+        except readable.UnsafeText as exc:
+            raise Refused(
+                "unsafe_characters",
+                "name",
+                "local.unsafe_name",
+                char=exc.code_point,
+                char_name=exc.char_name,
+            ) from None
         known = body.sender in self.names
+        if not known:
+            await self._load_names()  # someone imported since the cache was filled is known
+            known = body.sender in self.names
+        if not known:
+            shown = name or body.sender
+            if readable.taken(shown, [*self.names.values(), *self.names]):
+                raise Refused("name_taken", "name", "local.name_taken", name=shown)
+            if name:
+                self.names.setdefault(body.sender, name)
         # Chatter from known people is stored in the room but not processed.
         actionable = not known or body.to is not None or self.actionable(body.text)
-        if not known and body.name:
-            self.names.setdefault(body.sender, body.name)
         stored = await self.writer.submit(
             local_room.Post(
                 sender=body.sender,

@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal, Protocol
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter
 
 PersonId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.\-]+$")]
+BOT = "bot"  # the bot's sender id in the room, and the `to` of a person's DM to the bot
 
 
 def _no_nul(value: str) -> str:
@@ -25,12 +26,33 @@ def _no_nul(value: str) -> str:
 Plain = Annotated[str, AfterValidator(_no_nul)]
 
 
+def _not_the_bot(value: str) -> str:
+    if value == BOT:
+        raise ValueError("is the bot's id")
+    return value
+
+
+SenderId = Annotated[PersonId, AfterValidator(_not_the_bot)]
+
+
+class Refused(Exception):
+    """A post the room refuses although it matches the schema: a stable code, the field, and
+    the catalog message with its parameters."""
+
+    def __init__(self, code: str, field: str, message: str, **params: str) -> None:
+        super().__init__(code)
+        self.code = code
+        self.field = field
+        self.message = message
+        self.params = params
+
+
 class PostMessage(BaseModel):
     """POST /local/v1/messages: a person says something in the room (or, to "bot", privately)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    sender: PersonId
+    sender: SenderId
     text: Annotated[Plain, Field(min_length=1, max_length=10_000)]
     reply_to: Annotated[int, Field(ge=1, le=2**31 - 1)] | None = None
     to: Literal["bot"] | None = None
@@ -43,13 +65,25 @@ class PostAction(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    sender: PersonId
+    sender: SenderId
     message_id: Annotated[int, Field(ge=1, le=2**31 - 1)]
     action: Annotated[Plain, Field(min_length=1, max_length=200)]
 
 
 POST_MESSAGE = TypeAdapter(PostMessage)
 POST_ACTION = TypeAdapter(PostAction)
+_PERSON_ID: TypeAdapter[str] = TypeAdapter(PersonId)
+
+
+def reader_of(value: str | None) -> str | None:
+    """The person a read is for (`for=`), None when absent; ValueError when it is not a
+    person id, or is the bot's (the bot is a party to every DM)."""
+    if not value:
+        return None
+    _PERSON_ID.validate_python(value)  # a ValidationError is a ValueError
+    if value == BOT:
+        raise ValueError("the bot is not a reader")
+    return value
 
 
 # The answers' shapes. The handlers build their JSON directly (message_json, directory);
@@ -142,7 +176,9 @@ class RoomBackend(Protocol):
     hub: RoomHub  # the live event streams of this process
 
     async def post(self, body: PostMessage) -> tuple[int, bool]:
-        """Store a person's post durably; its id, and whether it repeated a client id."""
+        """Store a person's post durably; its id, and whether it repeated a client id.
+        Refused (nothing stored) for a `name` that hides or reorders text, or, from a new
+        sender, reads as a name the directory already has."""
         ...
 
     async def act(self, body: PostAction) -> str:
@@ -152,7 +188,7 @@ class RoomBackend(Protocol):
     async def messages(
         self, *, after: int, limit: int, for_person: str | None
     ) -> list[dict[str, Any]]:
-        """Room messages after an id."""
+        """Room messages after an id: the group's, and for_person's DMs (to or from them)."""
         ...
 
     async def directory(self) -> list[dict[str, Any]]:
@@ -170,34 +206,50 @@ class RoomBackend(Protocol):
         ...
 
 
+def readers(message: Mapping[str, Any]) -> frozenset[str] | None:
+    """Who may read a room message: None for a group message (everyone), else the DM's
+    recipient and sender (never the bot's id, which no reader can be)."""
+    to = message.get("to")
+    if to is None:
+        return None
+    return frozenset({str(to), str(message.get("sender", ""))} - {BOT, ""})
+
+
 class RoomHub:
-    """Fans room events out to the page's event streams (this process's subscribers)."""
+    """Fans room events out to the page's event streams (this process's subscribers).
+
+    A subscriber names who it reads for (or nobody): it gets every group message, and a DM
+    only when it reads for the DM's recipient or sender."""
 
     def __init__(self, *, backlog: int = 1000) -> None:
-        self._subscribers: set[asyncio.Queue[str | None]] = set()
+        self._subscribers: dict[asyncio.Queue[str | None], str | None] = {}
         self._backlog = backlog
 
     def publish(self, kind: str, message: Mapping[str, Any]) -> None:
-        """Send one event to every subscriber; one that has fallen far behind is dropped."""
+        """Send one event to every subscriber that may read it; one that has fallen far
+        behind is dropped."""
         if not self._subscribers:
             return
+        allowed = readers(message)
         frame = f"event: {kind}\ndata: {json.dumps(message, ensure_ascii=False)}\n\n"
-        for queue in list(self._subscribers):
+        for queue, reader in list(self._subscribers.items()):
+            if allowed is not None and reader not in allowed:
+                continue
             if queue.qsize() >= self._backlog:
-                self._subscribers.discard(queue)
+                self._subscribers.pop(queue, None)
                 queue.put_nowait(None)  # the page reconnects and re-reads the room
             else:
                 queue.put_nowait(frame)
 
-    def subscribe(self) -> asyncio.Queue[str | None]:
-        """A new subscriber's queue."""
+    def subscribe(self, reader: str | None = None) -> asyncio.Queue[str | None]:
+        """A new subscriber's queue: the group's events, and the DMs to or from `reader`."""
         queue: asyncio.Queue[str | None] = asyncio.Queue()
-        self._subscribers.add(queue)
+        self._subscribers[queue] = reader
         return queue
 
     def unsubscribe(self, queue: asyncio.Queue[str | None]) -> None:
         """Forget a subscriber."""
-        self._subscribers.discard(queue)
+        self._subscribers.pop(queue, None)
 
     def close(self) -> None:
         """End every stream (at shutdown)."""

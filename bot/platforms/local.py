@@ -35,7 +35,7 @@ from bot.core.platform import (
     SendResult,
     TargetKind,
 )
-from bot.core.room import POST_ACTION, POST_MESSAGE, RoomBackend, RoomHub
+from bot.core.room import POST_ACTION, POST_MESSAGE, Refused, RoomBackend, RoomHub, reader_of
 
 log = logging.getLogger("workbot.local")
 
@@ -122,6 +122,7 @@ class LocalRoutes:
     """The HTTP surface of the local group: page, JSON API and event stream."""
 
     language: str
+    t: Translator
     hub: RoomHub
 
     @property
@@ -185,6 +186,14 @@ class LocalRoutes:
             }
         )
 
+    def reader(self, request: web.Request) -> str | web.Response | None:
+        """Whom a read is for (`for=`): the group's messages and that person's DMs. Without
+        it, only the group's messages."""
+        try:
+            return reader_of(request.query.get("for"))
+        except ValueError:
+            return _error(400, "invalid_query", self.t("local.invalid_for"))
+
     async def list_messages(self, request: web.Request) -> web.Response:
         """GET /local/v1/messages?after=&limit=[&for=person]."""
         try:
@@ -194,17 +203,23 @@ class LocalRoutes:
             return _error(400, "invalid_query", "after and limit must be integers")
         if after < 0 or not 1 <= limit <= 500:
             return _error(400, "invalid_query", "after must be >= 0 and limit 1 to 500")
-        messages = await self.backend.messages(
-            after=after, limit=limit, for_person=request.query.get("for") or None
-        )
+        reader = self.reader(request)
+        if isinstance(reader, web.Response):
+            return reader
+        messages = await self.backend.messages(after=after, limit=limit, for_person=reader)
         return web.json_response({"messages": messages})
 
     async def post_message(self, request: web.Request) -> web.Response:
-        """POST /local/v1/messages: 201 once the post is durable (200 for a repeated client_id)."""
+        """POST /local/v1/messages: 201 once the post is durable (200 for a repeated client_id);
+        400 for a name that hides or reorders text, or that a new sender cannot take."""
         body = await _json_body(request, POST_MESSAGE, self.language)
         if isinstance(body, web.Response):
             return body
-        message_id, duplicate = await self.backend.post(body)
+        try:
+            message_id, duplicate = await self.backend.post(body)
+        except Refused as exc:
+            message = self.t(exc.message, **exc.params)
+            return _error(400, exc.code, message, fields=[{"field": exc.field, "message": message}])
         return web.json_response({"id": message_id}, status=200 if duplicate else 201)
 
     async def post_action(self, request: web.Request) -> web.Response:
@@ -218,7 +233,11 @@ class LocalRoutes:
         return web.json_response({"status": status})
 
     async def stream(self, request: web.Request) -> web.StreamResponse:
-        """Server-sent events: `message` for a new message, `edit` for an edited one."""
+        """Server-sent events: `message` for a new message, `edit` for an edited one (a DM
+        only to a stream opened `for=` its recipient or sender)."""
+        reader = self.reader(request)
+        if isinstance(reader, web.Response):
+            return reader
         response = web.StreamResponse(
             headers={
                 "Content-Type": "text/event-stream",
@@ -227,7 +246,7 @@ class LocalRoutes:
             }
         )
         await response.prepare(request)
-        queue = self.hub.subscribe()
+        queue = self.hub.subscribe(reader)
         try:
             await response.write(b"retry: 2000\n: connected\n\n")
             while True:
@@ -259,6 +278,7 @@ class LocalPlatform(LocalRoutes, BasePlatform):
     def __init__(self, *, language: str, public_url: str = "http://127.0.0.1:8080") -> None:
         super().__init__()
         self.language = language
+        self.t = Translator(language)
         self.public_host = (urlsplit(public_url).hostname or "").lower()
         self._room: RoomBackend | None = None
         self.hub = RoomHub()

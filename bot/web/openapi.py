@@ -361,8 +361,21 @@ def _local_paths(ref: _Refs) -> dict[str, Any]:
         "The server is still starting (the room is not open yet).",
         {"starting": _error_example("starting", "starting")},
     )
+    reader = {
+        "name": "for",
+        "in": "query",
+        "description": (
+            "A person id: the group's messages and that person's DMs (to or from them). "
+            "Without it, the group's messages only. Not `bot`."
+        ),
+        "schema": {"type": "string", "pattern": "^[A-Za-z0-9_.\\-]+$", "maxLength": 64},
+    }
+    invalid_query = {
+        "invalid_query": _error_example("invalid_query", "after must be >= 0 and limit 1 to 500")
+    }
     stream_description = (
-        "Server-sent events for the page, for what this process posts and edits. The stream "
+        "Server-sent events for the page, for what this process posts and edits; a DM only "
+        "on a stream opened with `for` its recipient or sender. The stream "
         "opens with `retry: 2000` and sends a comment every 15 s of silence. Events:\n\n"
         "- `message`: a new message; `data` is the message JSON (LocalMessageDoc).\n"
         "- `edit`: a message edited in place (same id, `edited_at` set); `data` is the whole "
@@ -399,7 +412,9 @@ def _local_paths(ref: _Refs) -> dict[str, Any]:
                 "summary": "Room messages after an id, oldest first",
                 "description": (
                     "The bot's posts have sender `bot`; an edit updates the same id. Without "
-                    "`for`, every message is listed, DMs included."
+                    "`for`, only the group's messages are listed; with `for`, also the DMs to "
+                    "and from that person. `for` is a filter, not a login: the local group "
+                    "has no authentication."
                 ),
                 "parameters": [
                     {
@@ -414,26 +429,15 @@ def _local_paths(ref: _Refs) -> dict[str, Any]:
                         "description": "At most this many messages.",
                         "schema": {"type": "integer", "minimum": 1, "maximum": 500, "default": 100},
                     },
-                    {
-                        "name": "for",
-                        "in": "query",
-                        "description": (
-                            "A person id: only the group's messages and that person's DMs "
-                            "(to or from them)."
-                        ),
-                        "schema": {"type": "string"},
-                    },
+                    reader,
                 ],
                 "responses": {
                     "200": _ok("The messages.", ref(MessagesDoc)),
                     "400": _errors(
                         ref,
-                        "`after` or `limit` is not an integer or out of range.",
-                        {
-                            "invalid_query": _error_example(
-                                "invalid_query", "after must be >= 0 and limit 1 to 500"
-                            )
-                        },
+                        "`after` or `limit` is not an integer or out of range, or `for` is not "
+                        "a person id (or is `bot`).",
+                        invalid_query,
                     ),
                     "503": starting,
                 },
@@ -444,8 +448,12 @@ def _local_paths(ref: _Refs) -> dict[str, Any]:
                 "summary": "A person posts in the room (or, with to=bot, to the bot privately)",
                 "description": (
                     "Answered only once the message is committed. An unknown sender is added "
-                    "to the directory as staff, with `name` as its display name. `client_id` "
-                    "makes a retried post idempotent."
+                    "to the directory as staff, with `name` as its display name: a name that "
+                    "reads as a name or an id the directory already has is refused "
+                    "(`name_taken`), and so is, from anyone, a name holding a character that "
+                    "hides or reorders text (`unsafe_characters`: bidi controls, zero-width "
+                    "and other format characters). The name is stored stripped and in NFC. "
+                    "`sender` is never `bot`. `client_id` makes a retried post idempotent."
                 ),
                 "requestBody": {
                     "required": True,
@@ -460,7 +468,22 @@ def _local_paths(ref: _Refs) -> dict[str, Any]:
                         ref(MessageCreated),
                     ),
                     "400": _errors(
-                        ref, "The body is not JSON or does not match the schema.", _bad_body()
+                        ref,
+                        "The body is not JSON or does not match the schema, or the name is "
+                        "refused.",
+                        {
+                            **_bad_body(),
+                            "name_taken": _error_example(
+                                "name_taken",
+                                "the directory already has someone named '王五': a new sender "
+                                "cannot take that name; choose another",
+                            ),
+                            "unsafe_characters": _error_example(
+                                "unsafe_characters",
+                                "the name holds U+202E (RIGHT-TO-LEFT OVERRIDE), a character "
+                                "that hides or reorders text; remove it",
+                            ),
+                        },
                     ),
                     "413": _too_large(ref),
                     "415": _not_json(ref),
@@ -507,6 +530,7 @@ def _local_paths(ref: _Refs) -> dict[str, Any]:
                 "operationId": "localStream",
                 "summary": "Server-sent events: `message` and `edit`",
                 "description": stream_description,
+                "parameters": [reader],
                 "responses": {
                     "200": {
                         "description": "An endless `text/event-stream`.",
@@ -523,7 +547,8 @@ def _local_paths(ref: _Refs) -> dict[str, Any]:
                                 },
                             }
                         },
-                    }
+                    },
+                    "400": _errors(ref, "`for` is not a person id (or is `bot`).", invalid_query),
                 },
             }
         },

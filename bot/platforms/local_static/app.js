@@ -80,6 +80,7 @@ const state = {
   dmsOpen: false,
   sending: false,
   stream: null,
+  streamFor: "", // whom the open stream reads for (the identity it was opened with)
   retryMs: 1000,
   syncing: null,
   syncAgain: false,
@@ -627,22 +628,30 @@ async function act(messageId, action, button) {
 
 // --- loading and the event stream -------------------------------------------------------
 
+// The server lists a DM only for its recipient (or sender): every read names who we are.
+function forQuery(reader) {
+  return reader ? `for=${encodeURIComponent(reader)}` : "";
+}
+
 async function fetchFrom(after) {
+  const reader = state.me;
   const messages = [];
   let cursor = after;
   for (;;) {
-    const data = await api("GET", `${API}/messages?after=${cursor}&limit=${PAGE_SIZE}`);
+    const query = [`after=${cursor}`, `limit=${PAGE_SIZE}`, forQuery(reader)].filter(Boolean);
+    const data = await api("GET", `${API}/messages?${query.join("&")}`);
     const page = Array.isArray(data && data.messages) ? data.messages : [];
     messages.push(...page);
     const last = page.length ? page[page.length - 1].id : null;
-    if (page.length < PAGE_SIZE || !Number.isInteger(last) || last <= cursor) return messages;
+    if (page.length < PAGE_SIZE || !Number.isInteger(last) || last <= cursor) return { reader, messages };
     cursor = last;
   }
 }
 
 async function catchUp({ follow = false } = {}) {
   const newest = state.store.size ? Math.max(...state.store.keys()) : 0;
-  apply(await fetchFrom(newest), { follow });
+  const { reader, messages } = await fetchFrom(newest);
+  if (reader === state.me) apply(messages, { follow });
 }
 
 async function resync({ quiet = false } = {}) {
@@ -656,7 +665,11 @@ async function resync({ quiet = false } = {}) {
       state.syncAgain = false;
       try {
         if (await loadDirectory()) renderAll();
-        apply(await fetchFrom(0), { full: true });
+        if (state.stream && state.streamFor !== state.me) connect();
+        const { reader, messages } = await fetchFrom(0);
+        // Read for someone else meanwhile (a new pick in "I am"): read again for the new one.
+        if (reader === state.me) apply(messages, { full: true });
+        else state.syncAgain = true;
       } catch (err) {
         if (!quiet) showError(t("loadFailed", { message: err.message }));
       }
@@ -692,8 +705,10 @@ function setConn(name) {
 
 function connect() {
   if (state.stream) state.stream.close();
-  const stream = new EventSource(`${API}/stream`);
+  const query = forQuery(state.me);
+  const stream = new EventSource(`${API}/stream${query ? `?${query}` : ""}`);
   state.stream = stream;
+  state.streamFor = state.me;
   stream.addEventListener("open", () => {
     state.retryMs = 1000;
     setConn("connected");
@@ -721,6 +736,8 @@ function choose(id) {
   clearReply();
   updateComposer();
   renderAll();
+  // Another identity reads other DMs: reopen the stream for it (its open event re-reads).
+  if (state.stream && state.streamFor !== state.me) connect();
   if (state.me) ui.text.focus();
 }
 
