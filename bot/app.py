@@ -47,7 +47,7 @@ from bot.scheduler.runner import Scheduler
 from bot.web import ack_pages, egov, openapi, report_downloads
 from handlers.dispatch import Dispatcher
 from handlers.parse import worth_processing
-from storage import directory, jobs, lookups, outbox, settings
+from storage import audit, directory, jobs, lookups, outbox, settings
 from storage.db import Conflict, Database
 from storage.domain import Actor
 from storage.migrate import require_current, upgrade
@@ -131,16 +131,23 @@ async def metrics_endpoint(request: web.Request) -> web.Response:
 
 
 def database_ctx(auto_migrate: bool) -> Callable[[web.Application], AsyncIterator[None]]:
-    """The database's lifetime: open, migrate or check the schema, and dispose at shutdown."""
+    """The database's lifetime: open, migrate or check the schema and the audit key, and
+    dispose at shutdown."""
 
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         config = app[CONFIG]
-        db = Database(config.database.resolved_url(app[ENVIRON]))
+        environ = app[ENVIRON]
+        db = Database(config.database.resolved_url(environ), audit_key=config.audit.key(environ))
         try:
             if auto_migrate:
                 await upgrade(db)
             else:
                 await require_current(db)
+            # A keyed chain without its key (or with another) is refused here, before
+            # anything is served: every change would fail to write its audit row.
+            async with db.transaction() as session:
+                if await audit.adopt_key(session, actor="serve", now=utcnow()):
+                    log.info("the audit chain is keyed from here on")
         except BaseException:
             await db.dispose()
             raise

@@ -25,6 +25,7 @@ from sqlalchemy.pool import ConnectionPoolEntry
 _IMMEDIATE = "workbot_immediate"
 _WAKE = "workbot_wake"
 _INSTANCE = "workbot_instance"
+_AUDIT_KEY = "workbot_audit_key"
 WAKE_CHANNEL = "workbot_wake"  # PostgreSQL NOTIFY channel; payload "<topic>:<instance>"
 
 WakeListener = Callable[[set[str]], None]
@@ -61,9 +62,16 @@ class Database:
     """One database: an async engine, a reader and a writer session factory."""
 
     def __init__(
-        self, url: str | URL, *, echo: bool = False, connect_args: dict[str, Any] | None = None
+        self,
+        url: str | URL,
+        *,
+        echo: bool = False,
+        connect_args: dict[str, Any] | None = None,
+        audit_key: bytes | None = None,
     ) -> None:
         self.url = make_url(url)
+        # The key of the audit chain's HMAC ([audit] key_env); None writes plain sha256 rows.
+        self.audit_key = audit_key
         self.connect_args: dict[str, Any] = dict(connect_args or {})
         if self.is_sqlite:
             self._check_sqlite_path()
@@ -127,10 +135,12 @@ class Database:
         if self._write_lock is None:
             async with self._writers.begin() as session:
                 session.info[_INSTANCE] = self.instance
+                session.info[_AUDIT_KEY] = self.audit_key
                 yield session
         else:
             async with self._write_lock, self._writers.begin() as session:
                 session.info[_INSTANCE] = self.instance
+                session.info[_AUDIT_KEY] = self.audit_key
                 yield session
         topics: set[str] = session.info.pop(_WAKE, set())
         for listener in list(self.wake_listeners) if topics else ():
@@ -152,6 +162,12 @@ class Database:
         conn = sqlite3.connect(path, timeout=10, isolation_level=None, check_same_thread=False)
         _sqlite_connect(conn, None)
         return conn
+
+    @staticmethod
+    def audit_key_of(session: AsyncSession) -> bytes | None:
+        """The audit key of the handle that opened this unit of work (None: unkeyed)."""
+        key: bytes | None = session.info.get(_AUDIT_KEY)
+        return key
 
     @staticmethod
     def wake(session: AsyncSession, topic: str) -> None:

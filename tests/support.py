@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+import io
+import json
+from contextlib import redirect_stderr, redirect_stdout
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from bot.cli import main
 from storage.db import Database
 from storage.directory import parse_people_csv, upsert_people
 from storage.domain import Actor, Audience, NoticeDraft, create_notice
@@ -114,3 +120,32 @@ async def audit_length(db: Database) -> int:
     """How many audit events are stored."""
     async with db.read() as s:
         return int(await s.scalar(select(func.count()).select_from(AuditEvent)) or 0)
+
+
+AUDIT_KEY = "test-audit-key-not-for-production-0123456789"
+AUDIT_KEY_ENV = "WORKBOT_AUDIT_KEY"
+
+
+async def workbot_cli(
+    db: Database, workdir: Path, *args: str, key: str | None = None
+) -> tuple[int, str, str]:
+    """Run `workbot ARGS` (English output) against this database, with `[audit] key_env`
+    naming a variable that holds `key` when one is given; (exit code, stdout, stderr)."""
+    url = db.url.render_as_string(hide_password=False)
+    lines = ["[bot]", 'language = "en"', "[database]", f"url = {json.dumps(url)}"]
+    environ: dict[str, str] = {}
+    if key is not None:
+        lines += ["[audit]", f'key_env = "{AUDIT_KEY_ENV}"']
+        environ[AUDIT_KEY_ENV] = key
+    config = workdir / "workbot-cli.toml"
+    config.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return await main_in_thread(["-c", str(config), *args], environ)
+
+
+async def main_in_thread(argv: list[str], environ: dict[str, str]) -> tuple[int, str, str]:
+    """Run `workbot ARGV` in a thread (it runs its own event loop); (exit code, stdout,
+    stderr)."""
+    out, err = io.StringIO(), io.StringIO()
+    with redirect_stdout(out), redirect_stderr(err):
+        code = await asyncio.to_thread(main, argv, environ)
+    return code, out.getvalue(), err.getvalue()

@@ -7,6 +7,7 @@ import datetime as dt
 import itertools
 import json
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,7 +20,16 @@ from storage.directory import parse_people_csv, upsert_people
 from storage.models import AuditEvent, Notice
 from storage.types import Channel, FeedbackKind, Requires
 from tests.conftest import T0
-from tests.support import CLI, PEOPLE_CSV, audit_length, make_notice, seed_people, snapshot
+from tests.support import (
+    AUDIT_KEY,
+    CLI,
+    PEOPLE_CSV,
+    audit_length,
+    make_notice,
+    seed_people,
+    snapshot,
+    workbot_cli,
+)
 
 from support import CSV_PLATFORMS
 
@@ -40,7 +50,7 @@ async def chain(db: Database) -> list[AuditEvent]:
 async def check(db: Database) -> audit.VerifyResult:
     """Verify the chain, as `workbot audit verify` does."""
     async with db.read(snapshot=True) as s:
-        return await audit.verify(s)
+        return await audit.verify(s, key=db.audit_key)
 
 
 def operations(notice_id: int) -> list[tuple[str, str, Call]]:
@@ -248,10 +258,7 @@ async def test_altered_data_is_detected_naming_the_row(db: Database) -> None:
     )
 
     result = await check(db)
-    assert (result.ok, result.seq, result.checked) == (False, 4, 3)
-    assert result.problem is not None
-    assert "row 4" in result.problem
-    assert "altered" in result.problem
+    assert (result.ok, result.seq, result.checked, result.code) == (False, 4, 3, "altered")
 
 
 @pytest.mark.parametrize(
@@ -291,9 +298,7 @@ async def test_altered_timestamp_and_rehashed_row_are_detected(db: Database) -> 
         h=audit.chain_hash(rows[2].prev_hash, payload),
     )
     result = await check(db)
-    assert (result.ok, result.seq) == (False, 4)
-    assert result.problem is not None
-    assert "row 4" in result.problem
+    assert (result.ok, result.seq, result.code) == (False, 4, "unlinked")
 
 
 async def test_reformatted_json_is_not_an_alteration(db: Database) -> None:
@@ -307,21 +312,17 @@ async def test_reformatted_json_is_not_an_alteration(db: Database) -> None:
 
 
 @pytest.mark.parametrize(
-    ("seq", "checked", "problem"),
-    [(3, 2, "row 3 is missing"), (1, 0, ""), (6, 5, "deleted")],
+    ("seq", "checked", "code"),
+    [(3, 2, "missing"), (1, 0, "missing"), (6, 5, "truncated")],
     ids=["middle", "first", "last"],
 )
-async def test_deleting_a_row_is_detected(
-    db: Database, seq: int, checked: int, problem: str
-) -> None:
+async def test_deleting_a_row_is_detected(db: Database, seq: int, checked: int, code: str) -> None:
     await _chain_of_six(db)
 
     await _tamper(db, f"DELETE FROM audit_event WHERE seq = {seq}")
 
     result = await check(db)
-    assert (result.ok, result.seq, result.checked) == (False, seq, checked)
-    assert result.problem is not None
-    assert problem in result.problem
+    assert (result.ok, result.seq, result.checked, result.code) == (False, seq, checked, code)
 
 
 async def test_an_empty_chain_verifies(db: Database) -> None:
@@ -372,3 +373,156 @@ async def test_concurrent_transactions_still_form_one_chain(db: Database) -> Non
     )
     result = await check(db)
     assert (result.ok, result.checked) == (True, start + n - 1)
+
+
+# The keyed chain: HMAC-SHA256 with the audit key ([audit] key_env)
+
+KEY = AUDIT_KEY.encode()
+
+
+async def _keyed_chain_of_six(db: Database) -> list[AuditEvent]:
+    db.audit_key = KEY
+    rows = await _chain_of_six(db)
+    assert {r.scheme for r in rows} == {audit.SCHEME_KEYED}
+    return rows
+
+
+async def _rewrite(
+    db: Database,
+    seq: int,
+    data: dict[str, Any],
+    *,
+    scheme: str | None = None,
+    start: int | None = None,
+) -> None:
+    """What a forger with write access but without the key does: change row `seq`'s data,
+    then recompute every plain sha256 hash from row `start` (default `seq`) to the end, each
+    row linked to the one before, and the head; `scheme` relabels those rows."""
+    rows = await chain(db)
+    first = seq if start is None else start
+    prev = rows[first - 2].hash if first > 1 else audit.GENESIS
+    async with db.engine.begin() as conn:
+        for row in rows[first - 1 :]:
+            new_data = data if row.seq == seq else row.data
+            payload = audit.canonical(
+                seq=row.seq,
+                ts=row.ts,
+                actor=row.actor,
+                action=row.action,
+                entity=row.entity,
+                entity_id=row.entity_id,
+                data=new_data,
+            )
+            new_hash = audit.chain_hash(prev, payload)
+            await conn.execute(
+                text(
+                    f"UPDATE audit_event SET data = {_json_param(db)}, prev_hash = :p,"
+                    " hash = :h, scheme = :s WHERE seq = :seq"
+                ),
+                {
+                    "d": json.dumps(new_data, ensure_ascii=False),
+                    "p": prev,
+                    "h": new_hash,
+                    "s": scheme or row.scheme,
+                    "seq": row.seq,
+                },
+            )
+            prev = new_hash
+        stripped = scheme == audit.SCHEME_PLAIN and first == 1  # no keyed row is left
+        head_key = "key_id = NULL, " if stripped else ""
+        await conn.execute(text(f"UPDATE audit_head SET {head_key}hash = :h"), {"h": prev})
+
+
+async def test_a_keyed_chain_verifies_with_its_key_and_is_not_passed_without_it(
+    db: Database,
+) -> None:
+    await _keyed_chain_of_six(db)
+
+    async with db.read(snapshot=True) as s:
+        keyed = await audit.verify(s, key=KEY)
+        without = await audit.verify(s)
+        other = await audit.verify(s, key=b"another key of at least 32 characters!!")
+
+    assert (keyed.ok, keyed.checked, keyed.keyed, keyed.unverified) == (True, 6, 6, None)
+    # Without the key nothing is wrong that can be seen, but nothing keyed was checked.
+    assert (without.ok, without.problem, without.keyed, without.unverified) == (
+        False,
+        None,
+        0,
+        (1, 6),
+    )
+    assert (other.ok, other.code, other.seq) == (False, "altered_keyed", 1)
+
+
+@pytest.mark.parametrize(
+    ("relabel", "start", "code", "seq"),
+    [
+        (None, None, "altered_keyed", 4),  # rows 4.. rehashed plain, still labelled keyed
+        (audit.SCHEME_PLAIN, None, "downgraded", 4),  # rows 4.. relabelled plain
+        (audit.SCHEME_PLAIN, 1, "unkeyed", 6),  # the whole chain relabelled plain
+    ],
+    ids=["rehashed", "downgraded", "stripped"],
+)
+async def test_a_row_rewritten_with_every_hash_and_the_head_recomputed_without_the_key_is_detected(
+    db: Database, tmp_path: Path, relabel: str | None, start: int | None, code: str, seq: int
+) -> None:
+    rows = await _keyed_chain_of_six(db)
+    forged = {**rows[3].data, "person_id": "p005"}
+
+    await _rewrite(db, 4, forged, scheme=relabel, start=start)
+
+    async with db.read(snapshot=True) as s:
+        result = await audit.verify(s, key=KEY)
+    assert (result.ok, result.code, result.seq) == (False, code, seq)
+    exit_code, out, err = await workbot_cli(db, tmp_path, "audit", "verify", key=AUDIT_KEY)
+    assert exit_code == 1
+    assert f"row {seq}" in err.splitlines()[0]
+    assert "Audit chain intact" not in out
+
+
+async def test_plain_rows_before_the_key_verify_as_before_and_the_first_keyed_row_seals_them(
+    db: Database,
+) -> None:
+    await _chain_of_six(db)  # written before there was a key: plain sha256
+    db.audit_key = KEY
+    async with db.transaction() as s:
+        assert await audit.adopt_key(s, actor="serve", now=T0 + MIN)
+    async with db.transaction() as s:
+        assert not await audit.adopt_key(s, actor="serve", now=T0 + MIN)  # once only
+    nid = 1
+    async with db.transaction() as s:
+        await domain.acknowledge(s, nid, "p005", channel=Channel.GROUP, actor=CLI, now=T0 + MIN)
+
+    rows = await chain(db)
+    assert [r.scheme for r in rows] == [audit.SCHEME_PLAIN] * 6 + [audit.SCHEME_KEYED] * 2
+    assert (rows[6].action, rows[6].data["scheme"]) == (audit.KEYED_ACTION, "hmac-sha256")
+    async with db.read(snapshot=True) as s:
+        keyed = await audit.verify(s, key=KEY)
+        without = await audit.verify(s)
+    assert (keyed.ok, keyed.checked, keyed.keyed) == (True, 8, 2)
+    assert (without.problem, without.unverified) == (None, (7, 8))
+
+    # Rewriting a row from before the key, rehashing the plain rows up to the first keyed
+    # one and relinking it: that row's HMAC covered the old link.
+    await _rewrite(db, 3, {**rows[2].data, "person_id": "p004"}, start=3)
+    async with db.read(snapshot=True) as s:
+        result = await audit.verify(s, key=KEY)
+    assert (result.code, result.seq) == ("altered_keyed", 7)
+
+
+async def test_a_keyed_chain_refuses_writes_without_its_key_and_with_another(
+    db: Database,
+) -> None:
+    await _keyed_chain_of_six(db)
+    before = await snapshot(db)
+
+    for key, code in ((None, "key_missing"), (b"x" * 40, "key_mismatch")):
+        db.audit_key = key
+        with pytest.raises(audit.AuditKeyError) as caught:
+            async with db.transaction() as s:
+                await domain.close_notice(s, 1, actor=CLI, now=T0 + MIN)
+        assert caught.value.code == code
+        with pytest.raises(audit.AuditKeyError):
+            async with db.transaction() as s:
+                await audit.adopt_key(s, actor="serve", now=T0 + MIN)
+        assert await snapshot(db) == before
