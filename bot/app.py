@@ -217,6 +217,8 @@ async def workers_ctx(app: web.Application) -> AsyncIterator[None]:
     await listener.start()
     async with db.transaction() as session:
         await tasks.ensure_digest(session, ctx, now=utcnow())
+        if "egov" in platforms:  # the portal keeps the chain's daily checkpoints
+            await tasks.ensure_checkpoint(session, ctx, now=utcnow())
     running = [
         asyncio.create_task(sender.run(), name="workbot-delivery"),
         asyncio.create_task(scheduler.run(), name="workbot-scheduler"),

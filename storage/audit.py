@@ -394,6 +394,21 @@ async def events_after(session: AsyncSession, seq: int, *, limit: int = 200) -> 
     )
 
 
+@dataclass(frozen=True)
+class Head:
+    """The chain's newest row: its sequence number and hash, and whether the chain is keyed."""
+
+    seq: int
+    hash: str
+    keyed: bool
+
+
+async def head(session: AsyncSession) -> Head:
+    """Where the chain ends now (seq 0 and the genesis hash when it is empty)."""
+    row = (await session.execute(select(AuditHead).where(AuditHead.id == HEAD_ID))).scalar_one()
+    return Head(int(row.seq), row.hash, row.key_id is not None)
+
+
 async def last_seq(session: AsyncSession) -> int:
     """The sequence number of the newest event (0 when there is none)."""
     head = await session.get(AuditHead, HEAD_ID)

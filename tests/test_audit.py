@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -26,6 +28,7 @@ from tests.support import (
     PEOPLE_CSV,
     audit_length,
     make_notice,
+    rewrite_chain,
     seed_people,
     snapshot,
     workbot_cli,
@@ -387,52 +390,6 @@ async def _keyed_chain_of_six(db: Database) -> list[AuditEvent]:
     return rows
 
 
-async def _rewrite(
-    db: Database,
-    seq: int,
-    data: dict[str, Any],
-    *,
-    scheme: str | None = None,
-    start: int | None = None,
-) -> None:
-    """What a forger with write access but without the key does: change row `seq`'s data,
-    then recompute every plain sha256 hash from row `start` (default `seq`) to the end, each
-    row linked to the one before, and the head; `scheme` relabels those rows."""
-    rows = await chain(db)
-    first = seq if start is None else start
-    prev = rows[first - 2].hash if first > 1 else audit.GENESIS
-    async with db.engine.begin() as conn:
-        for row in rows[first - 1 :]:
-            new_data = data if row.seq == seq else row.data
-            payload = audit.canonical(
-                seq=row.seq,
-                ts=row.ts,
-                actor=row.actor,
-                action=row.action,
-                entity=row.entity,
-                entity_id=row.entity_id,
-                data=new_data,
-            )
-            new_hash = audit.chain_hash(prev, payload)
-            await conn.execute(
-                text(
-                    f"UPDATE audit_event SET data = {_json_param(db)}, prev_hash = :p,"
-                    " hash = :h, scheme = :s WHERE seq = :seq"
-                ),
-                {
-                    "d": json.dumps(new_data, ensure_ascii=False),
-                    "p": prev,
-                    "h": new_hash,
-                    "s": scheme or row.scheme,
-                    "seq": row.seq,
-                },
-            )
-            prev = new_hash
-        stripped = scheme == audit.SCHEME_PLAIN and first == 1  # no keyed row is left
-        head_key = "key_id = NULL, " if stripped else ""
-        await conn.execute(text(f"UPDATE audit_head SET {head_key}hash = :h"), {"h": prev})
-
-
 async def test_a_keyed_chain_verifies_with_its_key_and_is_not_passed_without_it(
     db: Database,
 ) -> None:
@@ -469,7 +426,7 @@ async def test_a_row_rewritten_with_every_hash_and_the_head_recomputed_without_t
     rows = await _keyed_chain_of_six(db)
     forged = {**rows[3].data, "person_id": "p005"}
 
-    await _rewrite(db, 4, forged, scheme=relabel, start=start)
+    await rewrite_chain(db, 4, forged, scheme=relabel, start=start)
 
     async with db.read(snapshot=True) as s:
         result = await audit.verify(s, key=KEY)
@@ -504,7 +461,7 @@ async def test_plain_rows_before_the_key_verify_as_before_and_the_first_keyed_ro
 
     # Rewriting a row from before the key, rehashing the plain rows up to the first keyed
     # one and relinking it: that row's HMAC covered the old link.
-    await _rewrite(db, 3, {**rows[2].data, "person_id": "p004"}, start=3)
+    await rewrite_chain(db, 3, {**rows[2].data, "person_id": "p004"}, start=3)
     async with db.read(snapshot=True) as s:
         result = await audit.verify(s, key=KEY)
     assert (result.code, result.seq) == ("altered_keyed", 7)
@@ -526,3 +483,96 @@ async def test_a_keyed_chain_refuses_writes_without_its_key_and_with_another(
             async with db.transaction() as s:
                 await audit.adopt_key(s, actor="serve", now=T0 + MIN)
         assert await snapshot(db) == before
+
+
+# Checkpoints: `workbot audit verify --checkpoint SEQ:HASH`
+
+
+@given(seq=st.integers(1, 10**18 - 1), digest=st.binary(min_size=32, max_size=32))
+def test_a_checkpoint_reads_back_what_it_writes(seq: int, digest: bytes) -> None:
+    checkpoint = audit.Checkpoint(seq, digest.hex())
+    assert audit.Checkpoint.parse(str(checkpoint)) == checkpoint
+    assert audit.Checkpoint.parse(f" {seq}:{digest.hex().upper()}\n") == checkpoint
+
+
+@given(text=st.text(max_size=80))
+def test_anything_else_is_not_a_checkpoint(text: str) -> None:
+    seq, sep, digest = text.strip().partition(":")
+    valid = (
+        sep
+        and seq.isascii()
+        and seq.isdigit()
+        and 0 < len(seq) <= 18
+        and int(seq) > 0
+        and len(digest) == 64
+        and all(c in "0123456789abcdefABCDEF" for c in digest)
+    )
+    if valid:
+        assert audit.Checkpoint.parse(text).seq == int(seq)
+    else:
+        with pytest.raises(ValueError):
+            audit.Checkpoint.parse(text)
+
+
+@pytest.mark.parametrize(
+    "value", ["12", "x:y", "0:" + "a" * 64, "3:" + "a" * 63, "3:" + "g" * 64, "-3:" + "a" * 64]
+)
+async def test_a_malformed_checkpoint_is_refused_naming_the_argument(
+    db: Database, tmp_path: Path, value: str
+) -> None:
+    code, out, err = await workbot_cli(db, tmp_path, "audit", "verify", f"--checkpoint={value}")
+    assert (code, out) == (2, "")
+    assert err == (
+        f"workbot: --checkpoint: '{value}' is not SEQ:HASH (a row number, a colon and the 64"
+        " hex digits of an audit.checkpoint callback).\n"
+    )
+
+
+async def test_a_checkpoint_proves_the_chain_up_to_its_row_or_says_why_not(
+    db: Database, tmp_path: Path
+) -> None:
+    rows = await _chain_of_six(db)
+    at_four = f"4:{rows[3].hash}"
+
+    async def verify_at(checkpoint: str) -> tuple[int, str, str]:
+        return await workbot_cli(db, tmp_path, "audit", "verify", "--checkpoint", checkpoint)
+
+    code, out, _ = await verify_at(at_four)
+    assert code == 0
+    assert "Checkpoint 4: the chain up to row 4 is unchanged since the checkpoint was taken." in out
+
+    code, _, err = await verify_at(f"4:{rows[2].hash}")
+    assert code == 2
+    assert f"--checkpoint 4:{rows[2].hash}: row 4 now has the hash {rows[3].hash}" in err
+
+    code, _, err = await verify_at(f"9:{rows[3].hash}")
+    assert code == 2
+    assert f"--checkpoint 9:{rows[3].hash}: the chain has 6 rows, not 9" in err
+
+    before = await snapshot(db)
+    await _tamper(db, "DELETE FROM audit_event WHERE seq = 2")
+    code, _, err = await verify_at(at_four)
+    assert code == 2
+    assert (
+        f"--checkpoint {at_four}: the chain is broken at row 2, before the checkpoint's row 4"
+        in err
+    )
+    assert "Audit chain broken: row 2 is missing (the next row is 3)." in err
+    assert len(before["audit_event"]) == 6
+
+
+async def test_a_checkpoint_over_keyed_rows_needs_the_key(db: Database, tmp_path: Path) -> None:
+    rows = await _keyed_chain_of_six(db)
+    checkpoint = f"5:{rows[4].hash}"
+
+    code, out, _ = await workbot_cli(
+        db, tmp_path, "audit", "verify", "--checkpoint", checkpoint, key=AUDIT_KEY
+    )
+    assert code == 0
+    assert "Checkpoint 5: the chain up to row 5 is unchanged" in out
+    code, _, err = await workbot_cli(db, tmp_path, "audit", "verify", "--checkpoint", checkpoint)
+    assert code == 2
+    assert (
+        f"--checkpoint {checkpoint}: rows up to 5 include keyed rows, which cannot be checked"
+        " without the audit key ([audit] key_env)." in err
+    )
