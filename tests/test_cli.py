@@ -473,3 +473,21 @@ def test_a_keyed_chain_is_refused_without_its_key(run: Run, workdir: Path) -> No
     code, out, err = run("audit", "verify")
     assert code == 2
     assert f"Rows 1 to {rows} are keyed (HMAC-SHA256) and could not be verified" in err
+
+
+def test_audit_verify_says_each_thing_in_one_language(run: Run, workdir: Path) -> None:
+    one_notice(run, workdir)
+    with sqlite3.connect(workdir / "wb.db") as conn:
+        conn.execute("UPDATE audit_event SET actor = 'mallory' WHERE seq = 2")
+    zh = workdir / "zh.toml"
+    zh.write_text(
+        (workdir / "config.toml").read_text(encoding="utf-8").replace('language = "en"', ""),
+        encoding="utf-8",
+    )
+
+    code, out, err = run("-c", str(zh), "audit", "verify")
+
+    assert code == 1
+    assert err.splitlines()[0] == "审计链被篡改：第 2 条记录被改动过。"
+    assert "row" not in err and "altered" not in err
+    assert out == "重放核对：1 个通知、4 项分派与审计记录一致。\n"
