@@ -16,7 +16,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -96,6 +96,37 @@ def _payload(row: AuditEvent) -> bytes:
         entity_id=row.entity_id,
         data=row.data,
     )
+
+
+class StoredEvent(NamedTuple):
+    """An audit row as verification reads it: its columns, without an ORM object."""
+
+    seq: int
+    ts: dt.datetime
+    actor: str
+    action: str
+    entity: str
+    entity_id: str
+    data: dict[str, Any]
+    scheme: str
+    prev_hash: str
+    hash: str
+
+    def payload(self) -> bytes:
+        """The row's canonical JSON (its data is already plain JSON, as it was stored)."""
+        doc = {
+            "seq": self.seq,
+            "ts": jsonable(self.ts),
+            "actor": self.actor,
+            "action": self.action,
+            "entity": self.entity,
+            "entity_id": self.entity_id,
+            "data": self.data,
+        }
+        return json.dumps(doc, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+_STORED_COLUMNS = [getattr(AuditEvent, name) for name in StoredEvent._fields]
 
 
 class AuditKeyError(Exception):
@@ -293,7 +324,7 @@ class _Walk:
     unverified: tuple[int, int] | None = None
     at_checkpoint: tuple[str, bool] | None = None  # that row's hash, and if it was unverified
 
-    def step(self, row: AuditEvent) -> None:
+    def step(self, row: StoredEvent) -> None:
         """Check one row against the chain so far (nothing more after the first problem)."""
         if self.problem is not None:
             return
@@ -306,7 +337,7 @@ class _Walk:
         if self.checkpoint is not None and row.seq == self.checkpoint.seq:
             self.at_checkpoint = (row.hash, self.unverified is not None)
 
-    def _check(self, row: AuditEvent) -> Problem | None:
+    def _check(self, row: StoredEvent) -> Problem | None:
         if row.seq != self.expected:
             return Problem("missing", self.expected, {"next": row.seq})
         if row.prev_hash != self.prev:
@@ -314,7 +345,7 @@ class _Walk:
         if row.scheme == SCHEME_PLAIN:
             if self.first_keyed is not None:
                 return Problem("downgraded", row.seq, {"keyed": self.first_keyed})
-            if chain_hash(self.prev, _payload(row)) != row.hash:
+            if chain_hash(self.prev, row.payload()) != row.hash:
                 return Problem("altered", row.seq)
             return None
         if row.scheme != SCHEME_KEYED:
@@ -325,7 +356,7 @@ class _Walk:
             first = row.seq if self.unverified is None else self.unverified[0]
             self.unverified = (first, row.seq)
             return None
-        if keyed_hash(self.key, self.prev, _payload(row)) != row.hash:
+        if keyed_hash(self.key, self.prev, row.payload()) != row.hash:
             return Problem("altered_keyed", row.seq)
         self.keyed += 1
         return None
@@ -353,20 +384,22 @@ async def verify(
     *,
     key: bytes | None = None,
     checkpoint: Checkpoint | None = None,
-    each: Callable[[AuditEvent], None] | None = None,
+    each: Callable[[StoredEvent], None] | None = None,
 ) -> VerifyResult:
     """Walk the chain in order and report the first altered, missing, reordered or downgraded
     row (in a `db.read(snapshot=True)` session: the chain is streamed, and must not move
     meanwhile). With `key`, keyed rows are checked against it; without, they are reported as
     unverified. `each` sees every row in order (the replay follows the walk)."""
     walk = _Walk(key, checkpoint)
-    result = await session.stream_scalars(
-        select(AuditEvent).order_by(AuditEvent.seq).execution_options(yield_per=2000)
+    result = await session.stream(
+        select(*_STORED_COLUMNS).order_by(AuditEvent.seq).execution_options(yield_per=2000)
     )
-    async for row in result:
-        walk.step(row)
-        if each is not None:
-            each(row)
+    async for partition in result.partitions():  # one hop to the driver per partition
+        for columns in partition:
+            row = StoredEvent._make(columns)
+            walk.step(row)
+            if each is not None:
+                each(row)
     checked = walk.expected - 1
     problem = walk.problem
     head = (await session.execute(select(AuditHead).where(AuditHead.id == HEAD_ID))).scalar_one()

@@ -19,8 +19,8 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from storage.audit import jsonable
-from storage.models import Assignment, AuditEvent, Notice, Person
+from storage.audit import StoredEvent, jsonable
+from storage.models import Assignment, Notice, Person
 from storage.types import AssignmentState, NoticeState, Requires, is_outstanding
 
 # The fields notice.create records, compared with the stored notice (none changes after).
@@ -89,7 +89,7 @@ class Replay:
         # (notice id, person id) -> (state, the seq of the event that left it so)
         self.assignments: dict[tuple[int, str], tuple[str, int]] = {}
 
-    def feed(self, event: AuditEvent) -> None:
+    def feed(self, event: StoredEvent) -> None:
         """Apply one event (events about anything else are ignored)."""
         action, data = event.action, event.data
         if not isinstance(data, dict):
@@ -131,20 +131,21 @@ class Replay:
         )
         seen: set[int] = set()
         count = 0
-        async for notice_id, state, *values in rows:
-            count += 1
-            seen.add(notice_id)
-            replayed = self.notices.get(notice_id)
-            if replayed is None:
-                findings.append(Finding("notice_unexplained", notice_id))
-                continue
-            if state.value != replayed.state:
-                params = {"stored": state.value, "replayed": replayed.state}
-                findings.append(Finding("notice_state", notice_id, params=params))
-            for name, value in zip(NOTICE_FIELDS, values, strict=True):
-                if name in replayed.fields and jsonable(value) != replayed.fields[name]:
-                    params = {"field": name, "seq": replayed.seq}
-                    findings.append(Finding("notice_field", notice_id, params=params))
+        async for partition in rows.partitions():
+            for notice_id, state, *values in partition:
+                count += 1
+                seen.add(notice_id)
+                replayed = self.notices.get(notice_id)
+                if replayed is None:
+                    findings.append(Finding("notice_unexplained", notice_id))
+                    continue
+                if state.value != replayed.state:
+                    params = {"stored": state.value, "replayed": replayed.state}
+                    findings.append(Finding("notice_state", notice_id, params=params))
+                for name, value in zip(NOTICE_FIELDS, values, strict=True):
+                    if name in replayed.fields and jsonable(value) != replayed.fields[name]:
+                        params = {"field": name, "seq": replayed.seq}
+                        findings.append(Finding("notice_field", notice_id, params=params))
         for notice_id, replayed in self.notices.items():
             if notice_id not in seen:
                 params = {"seq": replayed.seq}
@@ -178,21 +179,22 @@ class Replay:
             .execution_options(yield_per=STREAM)
         )
         count = 0
-        async for notice_id, person_id, state, outstanding, name in rows:
-            count += 1
-            replayed = self.assignments.pop((notice_id, person_id), None)
-            if replayed is None:
-                findings.append(Finding("assignment_unexplained", notice_id, name))
-                continue
-            replayed_state, seq = replayed
-            if state.value != replayed_state:
-                params = {"stored": state.value, "replayed": replayed_state, "seq": seq}
-                findings.append(Finding("assignment_state", notice_id, name, params))
-                continue
-            expected = self._expected_outstanding(notice_id, replayed_state)
-            if expected is not None and bool(outstanding) != expected:
-                params = {"stored": bool(outstanding), "replayed": expected}
-                findings.append(Finding("assignment_outstanding", notice_id, name, params))
+        async for partition in rows.partitions():
+            for notice_id, person_id, state, outstanding, name in partition:
+                count += 1
+                replayed = self.assignments.pop((notice_id, person_id), None)
+                if replayed is None:
+                    findings.append(Finding("assignment_unexplained", notice_id, name))
+                    continue
+                replayed_state, seq = replayed
+                if state.value != replayed_state:
+                    params = {"stored": state.value, "replayed": replayed_state, "seq": seq}
+                    findings.append(Finding("assignment_state", notice_id, name, params))
+                    continue
+                expected = self._expected_outstanding(notice_id, replayed_state)
+                if expected is not None and bool(outstanding) != expected:
+                    params = {"stored": bool(outstanding), "replayed": expected}
+                    findings.append(Finding("assignment_outstanding", notice_id, name, params))
         left = self.assignments
         names = await _names(session, {person_id for _, person_id in left})
         for (notice_id, person_id), (_, seq) in left.items():
