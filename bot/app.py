@@ -50,7 +50,7 @@ from bot.web import ack_pages, egov, openapi, report_downloads
 from bot.web.bodies import BodyTimeout, SlowBodies, TooManySlowBodies
 from handlers.dispatch import Dispatcher
 from handlers.parse import worth_processing
-from storage import directory, jobs, lookups, outbox, settings
+from storage import audit, directory, jobs, lookups, outbox, settings
 from storage.db import Conflict, Database, DatabaseUnavailable
 from storage.domain import Actor
 from storage.migrate import require_current, upgrade
@@ -179,19 +179,27 @@ async def metrics_endpoint(request: web.Request) -> web.Response:
 
 
 def database_ctx(auto_migrate: bool) -> Callable[[web.Application], AsyncIterator[None]]:
-    """The database's lifetime: open, migrate or check the schema, and dispose at shutdown."""
+    """The database's lifetime: open, migrate or check the schema and the audit key, and
+    dispose at shutdown."""
 
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         config = app[CONFIG]
+        environ = app[ENVIRON]
         db = Database(
-            config.database.resolved_url(app[ENVIRON]),
+            config.database.resolved_url(environ),
             lock_timeout=config.database.lock_timeout.total_seconds(),
+            audit_key=config.audit.key(environ),
         )
         try:
             if auto_migrate:
                 await upgrade(db)
             else:
                 await require_current(db)
+            # A keyed chain without its key (or with another) is refused here, before
+            # anything is served: every change would fail to write its audit row.
+            async with db.transaction() as session:
+                if await audit.adopt_key(session, actor="serve", now=utcnow()):
+                    log.info("the audit chain is keyed from here on")
         except BaseException:
             await db.dispose()
             raise
@@ -261,6 +269,8 @@ async def workers_ctx(app: web.Application) -> AsyncIterator[None]:
     await listener.start()
     async with db.transaction() as session:
         await tasks.ensure_digest(session, ctx, now=utcnow())
+        if "egov" in platforms:  # the portal keeps the chain's daily checkpoints
+            await tasks.ensure_checkpoint(session, ctx, now=utcnow())
     running = [
         asyncio.create_task(sender.run(), name="workbot-delivery"),
         asyncio.create_task(scheduler.run(), name="workbot-scheduler"),

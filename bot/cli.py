@@ -39,6 +39,7 @@ from storage.directory import DirectoryFileError, Problem, parse_people_csv, ups
 from storage.domain import Actor, Audience, NoticeDraft
 from storage.errors import DomainError, UnknownPerson
 from storage.migrate import SchemaError, require_current, upgrade
+from storage.replay import Replay, ReplayResult
 from storage.reports import outcome_rows
 from storage.types import UTC, NoticeKind, NoticeSource, OutboxState, Requires
 
@@ -68,10 +69,11 @@ class Context:
         self.tz = self.config.bot.tz
 
     def database(self) -> Database:
-        """A database handle for the configured URL."""
+        """A database handle for the configured URL, writing with the audit key if any."""
         return Database(
             self.config.database.resolved_url(self.environ),
             lock_timeout=self.config.database.lock_timeout.total_seconds(),
+            audit_key=self.config.audit.key(self.environ),
         )
 
     def print(self, line: str = "") -> None:
@@ -195,6 +197,9 @@ async def cmd_migrate(ctx: Context, args: argparse.Namespace) -> int:
     db = ctx.database()
     try:
         status = await upgrade(db)
+        if db.audit_key is not None:
+            async with db.transaction() as session:
+                await audit.adopt_key(session, actor="cli", now=now())
     finally:
         await db.dispose()
     ctx.print(ctx.t("cli.migrated", revision=status.current))
@@ -202,13 +207,19 @@ async def cmd_migrate(ctx: Context, args: argparse.Namespace) -> int:
 
 
 def cmd_check_config(ctx: Context, args: argparse.Namespace) -> int:
-    """Config already validated by main(); check the bound platform exists, then say so."""
+    """Config already validated by main(); check the bound platform exists, then say so, and
+    say whether the audit chain is keyed (a warning when it is not)."""
     try:
         build_platforms(ctx.config, ctx.config.platforms, ctx.environ)
     except PlatformUnavailable as exc:
         print(f"{ctx.loaded.source}: {exc}", file=ctx.err)
         return EXIT_USAGE
     ctx.print(ctx.t("cli.config_ok", source=ctx.loaded.source))
+    key_env = ctx.config.audit.key_env
+    if key_env is None:
+        print(ctx.t("audit.unkeyed_warning"), file=ctx.err)
+    else:
+        ctx.print(ctx.t("audit.key_on", name=key_env))
     return EXIT_OK
 
 
@@ -458,15 +469,94 @@ async def cmd_report(ctx: Context, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+REPLAY_SHOWN = 100  # findings printed one per line; the rest are counted
+
+
 async def cmd_audit_verify(ctx: Context, args: argparse.Namespace) -> int:
-    """Check the audit hash chain; exit 1 naming the first bad row."""
+    """Check the audit chain (keyed rows with the audit key), replay its events against the
+    notices and assignments, and with --checkpoint prove the chain up to a checkpoint.
+
+    Exit 2 when the checkpoint does not hold or keyed rows could not be checked, else 1 when
+    anything was found, else 0."""
+    checkpoint = None
+    if args.checkpoint is not None:
+        try:
+            checkpoint = audit.Checkpoint.parse(args.checkpoint)
+        except ValueError:
+            raise UsageError(ctx.t("audit.checkpoint_malformed", value=args.checkpoint)) from None
+    replay = Replay()
     async with opened(ctx) as db, db.read(snapshot=True) as session:
-        result = await audit.verify(session)
-    if result.ok:
-        ctx.print(ctx.t("cli.audit_ok", count=result.checked))
-        return EXIT_OK
-    print(ctx.t("cli.audit_bad", seq=result.seq, problem=result.problem), file=ctx.err)
-    return EXIT_FAILED
+        result = await audit.verify(
+            session, key=db.audit_key, checkpoint=checkpoint, each=replay.feed
+        )
+        replayed = await replay.compare(session)
+    t = ctx.t
+    found = _report_chain(ctx, result, keyed=db.audit_key is not None)
+    found = _report_replay(ctx, replayed) or found
+    if result.checkpoint is not None:
+        cp = result.checkpoint
+        line = t(
+            f"audit.checkpoint.{cp.code}",
+            checkpoint=cp.checkpoint,
+            seq=cp.checkpoint.seq,
+            **cp.params,
+        )
+        if cp.proven:
+            ctx.print(line)
+        else:
+            print(line, file=ctx.err)
+            return EXIT_USAGE
+    if found:
+        return EXIT_FAILED
+    return EXIT_USAGE if result.unverified is not None else EXIT_OK
+
+
+def _report_chain(ctx: Context, result: audit.VerifyResult, *, keyed: bool) -> bool:
+    """Print what the walk along the chain found; whether it found a problem."""
+    t = ctx.t
+    if result.problem is not None:
+        problem = result.problem
+        print(t(f"audit.chain.{problem.code}", seq=problem.seq, **problem.params), file=ctx.err)
+    else:
+        ctx.print(t("audit.chain_ok", count=result.checked))
+        if result.keyed:
+            ctx.print(t("audit.chain_keyed", count=result.keyed))
+    if result.unverified is not None:
+        first, last = result.unverified
+        print(t("audit.chain_unverified", first=first, last=last), file=ctx.err)
+    elif not keyed:
+        print(t("audit.unkeyed_warning"), file=ctx.err)
+    return result.problem is not None
+
+
+def _state_label(t: Translator, code: str, value: object) -> str:
+    """A stored or replayed value of a replay finding, as its catalog label."""
+    if code == "assignment_outstanding":
+        return t("audit.outstanding.yes" if value else "audit.outstanding.no")
+    return t(f"{'notice_state' if code.startswith('notice') else 'state'}.{value}")
+
+
+def _report_replay(ctx: Context, replayed: ReplayResult) -> bool:
+    """Print what the replay found, one row per line; whether it found anything."""
+    t = ctx.t
+    if replayed.ok:
+        ctx.print(t("audit.replay_ok", notices=replayed.notices, assignments=replayed.assignments))
+        return False
+    for finding in replayed.findings[:REPLAY_SHOWN]:
+        params = dict(finding.params)
+        for side in ("stored", "replayed"):
+            if side in params:
+                params[side] = _state_label(t, finding.code, params[side])
+        if "field" in params:
+            params["field"] = t(f"audit.field.{params['field']}")
+        name = finding.name if finding.name is not None else t("audit.unknown_person")
+        line = t(f"audit.replay.{finding.code}", id=finding.notice_id, name=name, **params)
+        print(line, file=ctx.err)
+    hidden = len(replayed.findings) - REPLAY_SHOWN
+    if hidden > 0:
+        print(t("audit.replay_more", count=hidden), file=ctx.err)
+    print(t("audit.replay_bad", count=len(replayed.findings)), file=ctx.err)
+    return True
 
 
 async def cmd_backup(ctx: Context, args: argparse.Namespace) -> int:
@@ -703,7 +793,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     audit_sub = group("audit", "the audit trail")
-    add("verify", cmd_audit_verify, "check the audit hash chain", audit_sub)
+    p = add(
+        "verify",
+        cmd_audit_verify,
+        "check the audit chain and replay it against the notices and assignments",
+        audit_sub,
+    )
+    p.add_argument(
+        "--checkpoint",
+        metavar="SEQ:HASH",
+        help="also prove that the chain up to row SEQ is unchanged (from an audit.checkpoint)",
+    )
 
     outbox_sub = group("outbox", "messages waiting to be sent")
     listing(
@@ -826,6 +926,9 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         return EXIT_USAGE
     except DomainError as exc:
         print(f"workbot: {ctx.domain_message(exc)}", file=sys.stderr)
+        return EXIT_USAGE
+    except audit.AuditKeyError as exc:
+        print(f"workbot: {ctx.t(f'audit.{exc.code}', **exc.params)}", file=sys.stderr)
         return EXIT_USAGE
     except (DatabaseError, OSError, DatabaseUnavailable) as exc:
         url = ctx.config.database.resolved_url(env)

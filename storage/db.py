@@ -26,6 +26,7 @@ from sqlalchemy.pool import ConnectionPoolEntry
 _IMMEDIATE = "workbot_immediate"
 _WAKE = "workbot_wake"
 _INSTANCE = "workbot_instance"
+_AUDIT_KEY = "workbot_audit_key"
 WAKE_CHANNEL = "workbot_wake"  # PostgreSQL NOTIFY channel; payload "<topic>:<instance>"
 
 WakeListener = Callable[[set[str]], None]
@@ -144,8 +145,11 @@ class Database:
         echo: bool = False,
         connect_args: dict[str, Any] | None = None,
         lock_timeout: float = LOCK_TIMEOUT,
+        audit_key: bytes | None = None,
     ) -> None:
         self.url = make_url(url)
+        # The key of the audit chain's HMAC ([audit] key_env); None writes plain sha256 rows.
+        self.audit_key = audit_key
         self.connect_args: dict[str, Any] = dict(connect_args or {})
         self.lock_timeout = lock_timeout
         # An outage seen by any unit of work, until one succeeds; and a failed write, until a
@@ -236,10 +240,12 @@ class Database:
             if self._write_lock is None:
                 async with self._writers.begin() as session:
                     session.info[_INSTANCE] = self.instance
+                    session.info[_AUDIT_KEY] = self.audit_key
                     yield session
             else:
                 async with self._write_lock, self._writers.begin() as session:
                     session.info[_INSTANCE] = self.instance
+                    session.info[_AUDIT_KEY] = self.audit_key
                     yield session
         except Exception as exc:
             outage = self._outage(exc, write=True)
@@ -287,6 +293,12 @@ class Database:
         )
         _sqlite_setup(self.lock_timeout)(conn, None)
         return conn
+
+    @staticmethod
+    def audit_key_of(session: AsyncSession) -> bytes | None:
+        """The audit key of the handle that opened this unit of work (None: unkeyed)."""
+        key: bytes | None = session.info.get(_AUDIT_KEY)
+        return key
 
     @staticmethod
     def wake(session: AsyncSession, topic: str) -> None:

@@ -301,6 +301,9 @@ class AuditEvent(Base):
     entity: Mapped[str] = mapped_column(String(32))
     entity_id: Mapped[str] = mapped_column(String(64))
     data: Mapped[dict[str, Any]] = mapped_column(JSON)
+    # How `hash` is computed: "sha256" (plain, rows written without an audit key) or
+    # "hmac-sha256" (keyed). Once a row is keyed, every later row is.
+    scheme: Mapped[str] = mapped_column(String(16))
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64))
 
@@ -313,6 +316,8 @@ class AuditHead(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     seq: Mapped[int] = mapped_column(BigInteger)
     hash: Mapped[str] = mapped_column(String(64))
+    # The id of the key the chain is written with (None until a keyed row is written).
+    key_id: Mapped[str | None] = mapped_column(String(16), default=None)
 
 
 class LocalMessage(Base):

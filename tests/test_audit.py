@@ -7,9 +7,12 @@ import datetime as dt
 import itertools
 import json
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -19,7 +22,17 @@ from storage.directory import parse_people_csv, upsert_people
 from storage.models import AuditEvent, Notice
 from storage.types import Channel, FeedbackKind, Requires
 from tests.conftest import T0
-from tests.support import CLI, PEOPLE_CSV, audit_length, make_notice, seed_people, snapshot
+from tests.support import (
+    AUDIT_KEY,
+    CLI,
+    PEOPLE_CSV,
+    audit_length,
+    make_notice,
+    rewrite_chain,
+    seed_people,
+    snapshot,
+    workbot_cli,
+)
 
 from support import CSV_PLATFORMS
 
@@ -40,7 +53,7 @@ async def chain(db: Database) -> list[AuditEvent]:
 async def check(db: Database) -> audit.VerifyResult:
     """Verify the chain, as `workbot audit verify` does."""
     async with db.read(snapshot=True) as s:
-        return await audit.verify(s)
+        return await audit.verify(s, key=db.audit_key)
 
 
 def operations(notice_id: int) -> list[tuple[str, str, Call]]:
@@ -248,10 +261,7 @@ async def test_altered_data_is_detected_naming_the_row(db: Database) -> None:
     )
 
     result = await check(db)
-    assert (result.ok, result.seq, result.checked) == (False, 4, 3)
-    assert result.problem is not None
-    assert "row 4" in result.problem
-    assert "altered" in result.problem
+    assert (result.ok, result.seq, result.checked, result.code) == (False, 4, 3, "altered")
 
 
 @pytest.mark.parametrize(
@@ -291,9 +301,7 @@ async def test_altered_timestamp_and_rehashed_row_are_detected(db: Database) -> 
         h=audit.chain_hash(rows[2].prev_hash, payload),
     )
     result = await check(db)
-    assert (result.ok, result.seq) == (False, 4)
-    assert result.problem is not None
-    assert "row 4" in result.problem
+    assert (result.ok, result.seq, result.code) == (False, 4, "unlinked")
 
 
 async def test_reformatted_json_is_not_an_alteration(db: Database) -> None:
@@ -307,21 +315,17 @@ async def test_reformatted_json_is_not_an_alteration(db: Database) -> None:
 
 
 @pytest.mark.parametrize(
-    ("seq", "checked", "problem"),
-    [(3, 2, "row 3 is missing"), (1, 0, ""), (6, 5, "deleted")],
+    ("seq", "checked", "code"),
+    [(3, 2, "missing"), (1, 0, "missing"), (6, 5, "truncated")],
     ids=["middle", "first", "last"],
 )
-async def test_deleting_a_row_is_detected(
-    db: Database, seq: int, checked: int, problem: str
-) -> None:
+async def test_deleting_a_row_is_detected(db: Database, seq: int, checked: int, code: str) -> None:
     await _chain_of_six(db)
 
     await _tamper(db, f"DELETE FROM audit_event WHERE seq = {seq}")
 
     result = await check(db)
-    assert (result.ok, result.seq, result.checked) == (False, seq, checked)
-    assert result.problem is not None
-    assert problem in result.problem
+    assert (result.ok, result.seq, result.checked, result.code) == (False, seq, checked, code)
 
 
 async def test_an_empty_chain_verifies(db: Database) -> None:
@@ -372,3 +376,203 @@ async def test_concurrent_transactions_still_form_one_chain(db: Database) -> Non
     )
     result = await check(db)
     assert (result.ok, result.checked) == (True, start + n - 1)
+
+
+# The keyed chain: HMAC-SHA256 with the audit key ([audit] key_env)
+
+KEY = AUDIT_KEY.encode()
+
+
+async def _keyed_chain_of_six(db: Database) -> list[AuditEvent]:
+    db.audit_key = KEY
+    rows = await _chain_of_six(db)
+    assert {r.scheme for r in rows} == {audit.SCHEME_KEYED}
+    return rows
+
+
+async def test_a_keyed_chain_verifies_with_its_key_and_is_not_passed_without_it(
+    db: Database,
+) -> None:
+    await _keyed_chain_of_six(db)
+
+    async with db.read(snapshot=True) as s:
+        keyed = await audit.verify(s, key=KEY)
+        without = await audit.verify(s)
+        other = await audit.verify(s, key=b"another key of at least 32 characters!!")
+
+    assert (keyed.ok, keyed.checked, keyed.keyed, keyed.unverified) == (True, 6, 6, None)
+    # Without the key nothing is wrong that can be seen, but nothing keyed was checked.
+    assert (without.ok, without.problem, without.keyed, without.unverified) == (
+        False,
+        None,
+        0,
+        (1, 6),
+    )
+    assert (other.ok, other.code, other.seq) == (False, "altered_keyed", 1)
+
+
+@pytest.mark.parametrize(
+    ("relabel", "start", "code", "seq"),
+    [
+        (None, None, "altered_keyed", 4),  # rows 4.. rehashed plain, still labelled keyed
+        (audit.SCHEME_PLAIN, None, "downgraded", 4),  # rows 4.. relabelled plain
+        (audit.SCHEME_PLAIN, 1, "unkeyed", 6),  # the whole chain relabelled plain
+    ],
+    ids=["rehashed", "downgraded", "stripped"],
+)
+async def test_a_row_rewritten_with_every_hash_and_the_head_recomputed_without_the_key_is_detected(
+    db: Database, tmp_path: Path, relabel: str | None, start: int | None, code: str, seq: int
+) -> None:
+    rows = await _keyed_chain_of_six(db)
+    forged = {**rows[3].data, "person_id": "p005"}
+
+    await rewrite_chain(db, 4, forged, scheme=relabel, start=start)
+
+    async with db.read(snapshot=True) as s:
+        result = await audit.verify(s, key=KEY)
+    assert (result.ok, result.code, result.seq) == (False, code, seq)
+    exit_code, out, err = await workbot_cli(db, tmp_path, "audit", "verify", key=AUDIT_KEY)
+    assert exit_code == 1
+    assert f"row {seq}" in err.splitlines()[0]
+    assert "Audit chain intact" not in out
+
+
+async def test_plain_rows_before_the_key_verify_as_before_and_the_first_keyed_row_seals_them(
+    db: Database,
+) -> None:
+    await _chain_of_six(db)  # written before there was a key: plain sha256
+    db.audit_key = KEY
+    async with db.transaction() as s:
+        assert await audit.adopt_key(s, actor="serve", now=T0 + MIN)
+    async with db.transaction() as s:
+        assert not await audit.adopt_key(s, actor="serve", now=T0 + MIN)  # once only
+    nid = 1
+    async with db.transaction() as s:
+        await domain.acknowledge(s, nid, "p005", channel=Channel.GROUP, actor=CLI, now=T0 + MIN)
+
+    rows = await chain(db)
+    assert [r.scheme for r in rows] == [audit.SCHEME_PLAIN] * 6 + [audit.SCHEME_KEYED] * 2
+    assert (rows[6].action, rows[6].data["scheme"]) == (audit.KEYED_ACTION, "hmac-sha256")
+    async with db.read(snapshot=True) as s:
+        keyed = await audit.verify(s, key=KEY)
+        without = await audit.verify(s)
+    assert (keyed.ok, keyed.checked, keyed.keyed) == (True, 8, 2)
+    assert (without.problem, without.unverified) == (None, (7, 8))
+
+    # Rewriting a row from before the key, rehashing the plain rows up to the first keyed
+    # one and relinking it: that row's HMAC covered the old link.
+    await rewrite_chain(db, 3, {**rows[2].data, "person_id": "p004"}, start=3)
+    async with db.read(snapshot=True) as s:
+        result = await audit.verify(s, key=KEY)
+    assert (result.code, result.seq) == ("altered_keyed", 7)
+
+
+async def test_a_keyed_chain_refuses_writes_without_its_key_and_with_another(
+    db: Database,
+) -> None:
+    await _keyed_chain_of_six(db)
+    before = await snapshot(db)
+
+    for key, code in ((None, "key_missing"), (b"x" * 40, "key_mismatch")):
+        db.audit_key = key
+        with pytest.raises(audit.AuditKeyError) as caught:
+            async with db.transaction() as s:
+                await domain.close_notice(s, 1, actor=CLI, now=T0 + MIN)
+        assert caught.value.code == code
+        with pytest.raises(audit.AuditKeyError):
+            async with db.transaction() as s:
+                await audit.adopt_key(s, actor="serve", now=T0 + MIN)
+        assert await snapshot(db) == before
+
+
+# Checkpoints: `workbot audit verify --checkpoint SEQ:HASH`
+
+
+@given(seq=st.integers(1, 10**18 - 1), digest=st.binary(min_size=32, max_size=32))
+def test_a_checkpoint_reads_back_what_it_writes(seq: int, digest: bytes) -> None:
+    checkpoint = audit.Checkpoint(seq, digest.hex())
+    assert audit.Checkpoint.parse(str(checkpoint)) == checkpoint
+    assert audit.Checkpoint.parse(f" {seq}:{digest.hex().upper()}\n") == checkpoint
+
+
+@given(text=st.text(max_size=80))
+def test_anything_else_is_not_a_checkpoint(text: str) -> None:
+    seq, sep, digest = text.strip().partition(":")
+    valid = (
+        sep
+        and seq.isascii()
+        and seq.isdigit()
+        and 0 < len(seq) <= 18
+        and int(seq) > 0
+        and len(digest) == 64
+        and all(c in "0123456789abcdefABCDEF" for c in digest)
+    )
+    if valid:
+        assert audit.Checkpoint.parse(text).seq == int(seq)
+    else:
+        with pytest.raises(ValueError):
+            audit.Checkpoint.parse(text)
+
+
+@pytest.mark.parametrize(
+    "value", ["12", "x:y", "0:" + "a" * 64, "3:" + "a" * 63, "3:" + "g" * 64, "-3:" + "a" * 64]
+)
+async def test_a_malformed_checkpoint_is_refused_naming_the_argument(
+    db: Database, tmp_path: Path, value: str
+) -> None:
+    code, out, err = await workbot_cli(db, tmp_path, "audit", "verify", f"--checkpoint={value}")
+    assert (code, out) == (2, "")
+    assert err == (
+        f"workbot: --checkpoint: '{value}' is not SEQ:HASH (a row number, a colon and the 64"
+        " hex digits of an audit.checkpoint callback).\n"
+    )
+
+
+async def test_a_checkpoint_proves_the_chain_up_to_its_row_or_says_why_not(
+    db: Database, tmp_path: Path
+) -> None:
+    rows = await _chain_of_six(db)
+    at_four = f"4:{rows[3].hash}"
+
+    async def verify_at(checkpoint: str) -> tuple[int, str, str]:
+        return await workbot_cli(db, tmp_path, "audit", "verify", "--checkpoint", checkpoint)
+
+    code, out, _ = await verify_at(at_four)
+    assert code == 0
+    assert "Checkpoint 4: the chain up to row 4 is unchanged since the checkpoint was taken." in out
+
+    code, _, err = await verify_at(f"4:{rows[2].hash}")
+    assert code == 2
+    assert f"--checkpoint 4:{rows[2].hash}: row 4 now has the hash {rows[3].hash}" in err
+
+    code, _, err = await verify_at(f"9:{rows[3].hash}")
+    assert code == 2
+    assert f"--checkpoint 9:{rows[3].hash}: the chain has 6 rows, not 9" in err
+
+    before = await snapshot(db)
+    await _tamper(db, "DELETE FROM audit_event WHERE seq = 2")
+    code, _, err = await verify_at(at_four)
+    assert code == 2
+    assert (
+        f"--checkpoint {at_four}: the chain is broken at row 2, before the checkpoint's row 4"
+        in err
+    )
+    assert "Audit chain broken: row 2 is missing (the next row is 3)." in err
+    assert len(before["audit_event"]) == 6
+
+
+async def test_a_checkpoint_over_keyed_rows_needs_the_key(db: Database, tmp_path: Path) -> None:
+    rows = await _keyed_chain_of_six(db)
+    checkpoint = f"5:{rows[4].hash}"
+
+    code, out, _ = await workbot_cli(
+        db, tmp_path, "audit", "verify", "--checkpoint", checkpoint, key=AUDIT_KEY
+    )
+    assert code == 0
+    assert "Checkpoint 5: the chain up to row 5 is unchanged" in out
+    code, _, err = await workbot_cli(db, tmp_path, "audit", "verify", "--checkpoint", checkpoint)
+    assert code == 2
+    assert (
+        f"--checkpoint {checkpoint}: rows up to 5 include keyed rows, which cannot be checked"
+        " without the audit key ([audit] key_env)." in err
+    )

@@ -457,3 +457,83 @@ def test_egov_sign_speaks_chinese_by_default(
     cfg.write_text("")
     assert main(["-c", str(cfg), "egov", "sign"], {}) == 2
     assert "环境变量 WORKBOT_EGOV_SECRET 未设置或为空" in capsys.readouterr().err
+
+
+AUDIT_KEY = "an-audit-key-of-at-least-32-characters"
+KEYED = {"WORKBOT_AUDIT_KEY": AUDIT_KEY}
+
+
+def keyed_config(workdir: Path) -> str:
+    """The work dir's config with `[audit] key_env = "WORKBOT_AUDIT_KEY"` added."""
+    path = workdir / "keyed.toml"
+    text = (workdir / "config.toml").read_text(encoding="utf-8")
+    path.write_text(text + '[audit]\nkey_env = "WORKBOT_AUDIT_KEY"\n', encoding="utf-8")
+    return str(path)
+
+
+def test_check_config_says_whether_the_audit_chain_is_keyed(run: Run, workdir: Path) -> None:
+    code, out, err = run("check-config")
+    assert code == 0
+    assert "Warning: [audit] key_env is not set" in err
+    assert "detects accidents" in err
+
+    keyed = keyed_config(workdir)
+    code, out, err = run("check-config", "-c", keyed, env=KEYED)
+    assert (code, err) == (0, "")
+    assert "keyed with HMAC-SHA256; the key is in environment variable WORKBOT_AUDIT_KEY" in out
+
+    for env, reason in (
+        ({}, "environment variable WORKBOT_AUDIT_KEY is not set (needed because audit.key_env"),
+        ({"WORKBOT_AUDIT_KEY": ""}, "environment variable WORKBOT_AUDIT_KEY is empty"),
+        (
+            {"WORKBOT_AUDIT_KEY": "short"},
+            "environment variable WORKBOT_AUDIT_KEY holds 5 characters",
+        ),
+    ):
+        code, out, err = run("check-config", "-c", keyed, env=env)
+        assert code == 2
+        assert f"{keyed}: audit.key_env: {reason}" in err
+        assert "Traceback" not in err
+
+
+def test_a_keyed_chain_is_refused_without_its_key(run: Run, workdir: Path) -> None:
+    keyed = keyed_config(workdir)
+    assert run("-c", keyed, "migrate", env=KEYED)[0] == 0
+    assert run("-c", keyed, "people", "import", str(workdir / "people.csv"), env=KEYED)[0] == 0
+    rows = count(workdir / "wb.db", "audit_event")
+
+    code, _, err = run("notice", "create", "--title", "T")
+    assert code == 2
+    assert "The audit chain is keyed (key id " in err
+    assert "[audit] key_env is not set" in err
+    code, _, err = run("serve")
+    assert code == 2
+    assert "The audit chain is keyed (key id " in err
+    assert "Traceback" not in err
+    assert count(workdir / "wb.db", "notice") == 0
+    assert count(workdir / "wb.db", "audit_event") == rows
+
+    code, out, err = run("-c", keyed, "audit", "verify", env=KEYED)
+    assert (code, err) == (0, "")
+    assert f"{rows} of them are keyed (HMAC-SHA256)" in out
+    code, out, err = run("audit", "verify")
+    assert code == 2
+    assert f"Rows 1 to {rows} are keyed (HMAC-SHA256) and could not be verified" in err
+
+
+def test_audit_verify_says_each_thing_in_one_language(run: Run, workdir: Path) -> None:
+    one_notice(run, workdir)
+    with sqlite3.connect(workdir / "wb.db") as conn:
+        conn.execute("UPDATE audit_event SET actor = 'mallory' WHERE seq = 2")
+    zh = workdir / "zh.toml"
+    zh.write_text(
+        (workdir / "config.toml").read_text(encoding="utf-8").replace('language = "en"', ""),
+        encoding="utf-8",
+    )
+
+    code, out, err = run("-c", str(zh), "audit", "verify")
+
+    assert code == 1
+    assert err.splitlines()[0] == "审计链被篡改：第 2 条记录被改动过。"
+    assert "row" not in err and "altered" not in err
+    assert out == "重放核对：1 个通知、4 项分派与审计记录一致。\n"

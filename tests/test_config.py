@@ -194,10 +194,12 @@ def test_example_file_shows_every_key() -> None:
     assert absent == [
         "bot.link_secret_env",
         "database.url_env",
+        "audit.key_env",
         *(f"platforms.{spec.name}" for spec in optional),
     ]
     assert '# url_env = "' in text
     assert '# link_secret_env = "' in text
+    assert '# key_env = "' in text
 
 
 def test_each_platform_page_shows_its_table_with_every_key() -> None:

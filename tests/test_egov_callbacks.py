@@ -9,23 +9,25 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from bot.app import create_app
 from bot.appkeys import DATABASE
 from bot.config import validate_config
 from bot.core import portal_signing as signing
-from storage import domain
+from storage import audit, domain
 from storage.db import Database
 from storage.models import Job, OutboxMessage, Person
 from storage.types import Channel, OutboxState
 
-from support import seed_people
+from support import rewrite_chain, seed_people, workbot_cli
 
 SECRET = "portal-shared-secret"
 ENVIRON = {"WORKBOT_EGOV_SECRET": SECRET}
@@ -242,3 +244,66 @@ async def test_an_overdue_portal_notice_is_reported_at_its_deadline(
     (event,) = portal.accepted
     assert event["event"] == "notice.overdue"
     assert event["data"] == {"outstanding": 2}
+
+
+async def test_the_daily_audit_checkpoint_is_sent_signed_once_and_proves_the_chain(
+    db: Database, portal: FakePortal, tmp_path: Path
+) -> None:
+    from bot.appkeys import BOT, SCHEDULER
+    from bot.scheduler import tasks
+
+    async with serving(db, portal) as (app, client):
+        await post_notice(client, "portal-2019-4000")
+        async with db.read() as s:
+            (job,) = (await s.scalars(select(Job).where(Job.kind == "audit_checkpoint"))).all()
+        local = job.due_at.astimezone(ZoneInfo("Asia/Shanghai"))
+        assert (local.hour, local.minute) == (0, 10)  # [audit] checkpoint_at
+        assert job.key == f"audit_checkpoint:{local.date().isoformat()}"
+        async with db.transaction() as s:  # a second worker starting: still one job a day
+            again = await tasks.ensure_checkpoint(s, app[BOT], now=dt.datetime.now(dt.UTC))
+        assert again.id == job.id
+
+        async with db.engine.begin() as conn:  # the night comes
+            await conn.execute(
+                text("UPDATE job SET due_at = :now WHERE id = :id"),
+                {"now": dt.datetime.now(dt.UTC), "id": job.id},
+            )
+        app[SCHEDULER].wake()
+        await wait_for(lambda: any(e["event"] == "audit.checkpoint" for e in portal.accepted))
+        async with db.transaction() as s:  # run again by another worker: not sent twice
+            late = await s.get(Job, job.id)
+            assert late is not None
+            await tasks.checkpoint(app[BOT], s, late, dt.datetime.now(dt.UTC))
+        await asyncio.sleep(0.5)
+        async with db.read() as s:
+            days = (await s.scalars(select(Job.key).where(Job.kind == "audit_checkpoint"))).all()
+    (event,) = [e for e in portal.accepted if e["event"] == "audit.checkpoint"]
+    assert portal.refused == []  # signed as every callback is
+    async with db.read() as s:
+        tip = await audit.head(s)
+    assert event["data"] == {
+        "date": local.date().isoformat(),
+        "seq": tip.seq,
+        "hash": tip.hash,
+        "scheme": "sha256",
+        "checkpoint": f"{tip.seq}:{tip.hash}",
+    }
+    assert (event["notice_id"], event["person"]) == (None, None)
+    next_day = (local.date() + dt.timedelta(days=1)).isoformat()
+    assert sorted(days) == [job.key, f"audit_checkpoint:{next_day}"]
+
+    # The operator checks the chain against the portal's copy: it holds ...
+    checkpoint = event["data"]["checkpoint"]
+    code, out, _ = await workbot_cli(db, tmp_path, "audit", "verify", "--checkpoint", checkpoint)
+    assert code == 0
+    assert f"Checkpoint {tip.seq}: the chain up to row {tip.seq} is unchanged" in out
+    # ... until someone rewrites a row before it and recomputes every plain hash and the
+    # head: the chain alone cannot tell (it is not keyed), the checkpoint can.
+    async with db.engine.begin() as conn:
+        rows = (await conn.execute(text("SELECT seq FROM audit_event ORDER BY seq"))).all()
+    await rewrite_chain(db, 1, {"forged": True})
+    code, out, err = await workbot_cli(db, tmp_path, "audit", "verify")
+    assert code == 0 and f"Audit chain intact: {len(rows)} rows verified." in out
+    code, out, err = await workbot_cli(db, tmp_path, "audit", "verify", "--checkpoint", checkpoint)
+    assert code == 2
+    assert f"--checkpoint {checkpoint}: row {tip.seq} now has the hash " in err

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -13,7 +15,7 @@ from sqlalchemy import inspect, select, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
-from storage.audit import GENESIS
+from storage.audit import GENESIS, SCHEME_PLAIN, canonical, chain_hash, verify
 from storage.db import Database
 from storage.migrate import (
     SchemaError,
@@ -22,7 +24,7 @@ from storage.migrate import (
     schema_status,
     upgrade,
 )
-from storage.models import AuditHead, Base
+from storage.models import AuditEvent, AuditHead, Base
 from tests.conftest import BACKENDS, T0, drop_schema, new_database
 
 
@@ -137,3 +139,42 @@ async def test_foreign_keys_are_enforced(db: Database) -> None:
             )
     async with db.read() as s:
         assert (await s.execute(text("SELECT count(*) FROM assignment"))).scalar() == 0
+
+
+async def test_a_chain_written_before_audit_keys_still_verifies_after_the_upgrade(
+    empty: Database,
+) -> None:
+    await upgrade(empty, "0003")
+    prev = GENESIS
+    async with empty.engine.begin() as conn:
+        for seq in (1, 2, 3):
+            ts = T0.astimezone(dt.UTC)
+            data = {"n": seq, "title": "第一份"}
+            payload = canonical(
+                seq=seq, ts=ts, actor="cli", action="t.x", entity="t", entity_id=str(seq), data=data
+            )
+            row_hash = chain_hash(prev, payload)
+            await conn.execute(
+                text(
+                    "INSERT INTO audit_event (seq, ts, actor, action, entity, entity_id, data,"
+                    " prev_hash, hash) VALUES (:seq, :ts, 'cli', 't.x', 't', :eid, :data, :p, :h)"
+                ),
+                {
+                    "seq": seq,
+                    "ts": ts.replace(tzinfo=None) if empty.is_sqlite else ts,
+                    "eid": str(seq),
+                    "data": json.dumps(data, ensure_ascii=False),
+                    "p": prev,
+                    "h": row_hash,
+                },
+            )
+            prev = row_hash
+        await conn.execute(text("UPDATE audit_head SET seq = 3, hash = :h"), {"h": prev})
+
+    await upgrade(empty)
+
+    async with empty.read(snapshot=True) as s:
+        schemes = (await s.scalars(select(AuditEvent.scheme).order_by(AuditEvent.seq))).all()
+        result = await verify(s)
+    assert schemes == [SCHEME_PLAIN] * 3
+    assert (result.ok, result.checked) == (True, 3)

@@ -207,8 +207,16 @@ class WorkCalendar:
 
     def next_at_time_on_workday(self, after: datetime, clock: time) -> datetime:
         """The first working day's local `clock` time strictly after `after` (e.g. the digest)."""
-        # Today counts if it is a working day and `clock` is still ahead; an instant equal to
-        # `after` does not, so rescheduling from a firing time moves on to the next working day.
+        return self._next_at(after, clock, self.is_workday)
+
+    def next_at_time(self, after: datetime, clock: time) -> datetime:
+        """The first local `clock` time strictly after `after`, on any day (e.g. the daily
+        audit checkpoint)."""
+        return self._next_at(after, clock, lambda _day: True)
+
+    def _next_at(self, after: datetime, clock: time, day_ok: Callable[[date], bool]) -> datetime:
+        # Today counts if day_ok and `clock` is still ahead; an instant equal to `after` does
+        # not, so rescheduling from a firing time moves on to the next day.
         # A clock time skipped by a DST change lands after the gap (02:30 becomes 03:30); a
         # repeated one means its first occurrence. Working and quiet hours are not applied.
         if clock.tzinfo is not None:
@@ -217,7 +225,7 @@ class WorkCalendar:
         after_utc = local.astimezone(UTC)
         day = local.date()
         for _ in range(SEARCH_DAYS + 1):
-            if self.is_workday(day):
+            if day_ok(day):
                 candidate = datetime.combine(day, clock, tzinfo=self._tz).astimezone(UTC)
                 if candidate > after_utc:
                     return candidate.astimezone(self._tz)

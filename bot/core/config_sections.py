@@ -229,6 +229,54 @@ class EgovConfig(ConfigSection):
         return environ.get(self.secret_env) or None
 
 
+AUDIT_KEY_MIN_CHARS = 32
+
+
+class AuditConfig(ConfigSection):
+    """The [audit] section: the key of the audit chain's HMAC and the daily checkpoint."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    key_env: EnvName | None = None
+    checkpoint_at: Annotated[str, BeforeValidator(_clock_from_toml)] = "00:10"
+
+    @field_validator("checkpoint_at")
+    @classmethod
+    def _clock(cls, value: str) -> str:
+        return f"{_parse_clock(value):%H:%M}"
+
+    def environment_problems(self, environ: Mapping[str, str]) -> list[tuple[str, str]]:
+        """Require the key's variable when key_env names one, and a key long enough."""
+        if self.key_env is None:
+            return []
+        state = unset_variable(environ, self.key_env)
+        if state is not None:
+            reason = (
+                f"environment variable {self.key_env} {state} (needed because audit.key_env is set)"
+            )
+            return [("key_env", reason)]
+        length = len(environ[self.key_env])
+        if length < AUDIT_KEY_MIN_CHARS:
+            reason = (
+                f"environment variable {self.key_env} holds {length} characters; an audit key "
+                f"needs at least {AUDIT_KEY_MIN_CHARS} (e.g. python3 -c 'import secrets; "
+                "print(secrets.token_urlsafe(32))')"
+            )
+            return [("key_env", reason)]
+        return []
+
+    def key(self, environ: Mapping[str, str]) -> bytes | None:
+        """The audit key (UTF-8 bytes of the variable named by key_env), or None when unset."""
+        if self.key_env is None:
+            return None
+        return environ.get(self.key_env, "").encode() or None
+
+    @property
+    def checkpoint_time(self) -> time:
+        """The local time of day the checkpoint is sent."""
+        return _parse_clock(self.checkpoint_at)
+
+
 class ScheduleConfig(ConfigSection):
     """The [schedule] section: working time, quiet hours, reminders and the calendar."""
 
@@ -335,6 +383,7 @@ class CoreConfig(ConfigSection):
     egov: EgovConfig = Field(default_factory=EgovConfig)
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
     delivery: DeliveryConfig = Field(default_factory=DeliveryConfig)
+    audit: AuditConfig = Field(default_factory=AuditConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
 
     @classmethod

@@ -46,6 +46,7 @@ ASSIGNMENT_EVENTS = {
     "assignment.done": "assignment.done",
 }
 NOTICE_END = {"notice.close", "notice.cancel"}
+CHECKPOINT_EVENT = "audit.checkpoint"
 
 
 def delivery_id(key: str) -> str:
@@ -281,3 +282,42 @@ async def notice_overdue(
         now=now,
     )
     return True
+
+
+async def audit_checkpoint(
+    session: Session, ctx: BotContext, *, day: dt.date, now: dt.datetime
+) -> bool:
+    """The day's `audit.checkpoint` callback: the chain's newest row number and hash, kept by
+    the portal outside workbot's database, so that `workbot audit verify --checkpoint
+    SEQ:HASH` can later prove the chain up to that row unchanged. At most one per day (its
+    outbox key names the day); none while the callbacks are off or the chain is empty."""
+    if not ctx.config.egov.callback_url:
+        return False
+    tip = await audit.head(session)
+    if tip.seq == 0:
+        return False
+    key = f"{CHECKPOINT_EVENT}:{day.isoformat()}"
+    body = {
+        "delivery_id": delivery_id(key),
+        "event": CHECKPOINT_EVENT,
+        "notice_id": None,
+        "external_id": None,
+        "person": None,
+        "at": _iso(now),
+        "data": {
+            "date": day.isoformat(),
+            "seq": tip.seq,
+            "hash": tip.hash,
+            "scheme": audit.SCHEME_KEYED if tip.keyed else audit.SCHEME_PLAIN,
+            "checkpoint": f"{tip.seq}:{tip.hash}",
+        },
+    }
+    new = await outbox.add(
+        session,
+        target=Target(PLATFORM, TargetKind.URL.value, ctx.config.egov.callback_url),
+        payload=OutboundMessage(text=CHECKPOINT_EVENT, document=body).to_payload(),
+        idempotency_key=f"egov:{key}",
+        now=now,
+        purpose=PURPOSE,
+    )
+    return new is not None

@@ -1,4 +1,5 @@
-"""The scheduled jobs: private reminders, private escalation, and the daily group digest."""
+"""The scheduled jobs: private reminders, private escalation, the daily group digest, and
+the daily audit checkpoint sent to the portal."""
 
 from __future__ import annotations
 
@@ -26,6 +27,8 @@ from storage.db import Session
 from storage.models import Job, Notice
 from storage.types import NoticeState, Role
 
+JOB_CHECKPOINT = "audit_checkpoint"
+
 
 def handlers(ctx: BotContext) -> dict[str, JobHandler]:
     """The job handlers, bound to the bot's context."""
@@ -34,6 +37,7 @@ def handlers(ctx: BotContext) -> dict[str, JobHandler]:
         JOB_ESCALATE: partial(escalate, ctx),
         JOB_DIGEST: partial(digest, ctx),
         JOB_OVERDUE: partial(overdue, ctx),
+        JOB_CHECKPOINT: partial(checkpoint, ctx),
     }
 
 
@@ -137,3 +141,30 @@ async def digest(ctx: BotContext, session: Session, job: Job, now: dt.datetime) 
         now=now,
         purpose=PURPOSE_DIGEST,
     )
+
+
+async def ensure_checkpoint(session: Session, ctx: BotContext, *, now: dt.datetime) -> Job:
+    """Make sure the next audit checkpoint is scheduled, at `[audit] checkpoint_at` every day
+    (one job per day, whichever worker schedules it first)."""
+    at = ctx.calendar.next_at_time(now, ctx.config.audit.checkpoint_time)
+    day = at.astimezone(ctx.tz).date()
+    return await jobs.schedule(
+        session,
+        kind=JOB_CHECKPOINT,
+        key=f"audit_checkpoint:{day.isoformat()}",
+        due_at=at,
+        payload={"date": day.isoformat()},
+        now=now,
+    )
+
+
+async def checkpoint(ctx: BotContext, session: Session, job: Job, now: dt.datetime) -> None:
+    """Send the day's audit checkpoint to the portal and schedule the next day's (nothing,
+    and no next one, once the callbacks are off). A late run, after the bot was down,
+    still sends it: a late checkpoint proves as much as a timely one."""
+    if not ctx.config.egov.callback_url:
+        return
+    day = dt.date.fromisoformat(str(job.payload["date"]))
+    planned = dt.datetime.combine(day, ctx.config.audit.checkpoint_time, tzinfo=ctx.tz)
+    await ensure_checkpoint(session, ctx, now=max(now, job.due_at, planned))
+    await egov_callbacks.audit_checkpoint(session, ctx, day=day, now=now)
