@@ -885,7 +885,7 @@ def _notice_id(text: str) -> int:
     return value
 
 
-QUIET_AT_DEBUG = ("aiosqlite", "asyncpg", "sqlalchemy")
+QUIET_LOGGERS = ("aiosqlite", "asyncpg", "sqlalchemy")
 
 
 def _configure_logging(config: Config) -> None:
@@ -897,10 +897,11 @@ def _configure_logging(config: Config) -> None:
     if config.logging.level != "DEBUG":
         # Alembic narrates every step at INFO; the CLI prints its own one-line summary.
         logging.getLogger("alembic").setLevel(logging.WARNING)
-    # The database drivers narrate every statement with its values at DEBUG: secrets (the
-    # link secret), tokens and bearer links would reach the log. They say no more than INFO.
-    for name in QUIET_AT_DEBUG:
-        logging.getLogger(name).setLevel(max(logging.INFO, logging.getLogger().level))
+    # The database layers narrate every statement (SQLAlchemy at INFO, with its values at
+    # DEBUG; the drivers at DEBUG): noise at best, and at DEBUG secrets (the link secret),
+    # tokens and bearer links would reach the log. They report warnings and errors only.
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(max(logging.WARNING, logging.getLogger().level))
 
 
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:

@@ -8,6 +8,7 @@ import json
 import os
 import re
 import sqlite3
+import subprocess
 import sys
 import time
 import urllib.request
@@ -96,3 +97,20 @@ async def test_a_debug_log_holds_no_secret_token_or_bearer_link(tmp_path: Path) 
     for secret in (link_secret, EGOV_SECRET, *links):
         assert secret not in text, "a secret or a bearer token reached the log"
     assert "Traceback" not in text
+
+
+def test_the_cli_at_the_default_level_does_not_narrate_sql(tmp_path: Path) -> None:
+    """At INFO SQLAlchemy logs every statement: a command prints its answer, not the SQL."""
+    env = {k: v for k, v in os.environ.items() if k != "WORKBOT_CONFIG"}
+    for argv in (["migrate"], ["notice", "list"]):
+        done = subprocess.run(
+            [sys.executable, "-m", "bot", *argv],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            check=False,
+            timeout=60,
+        )
+        assert done.returncode == 0, done.stderr.decode()
+        assert done.stderr.decode() == "", argv
+    assert done.stdout.decode().strip() == "没有通知。"
