@@ -76,7 +76,11 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
     except web.HTTPException as exc:
         if exc.status >= 400 and exc.content_type != "application/json":
             code = exc.reason.lower().replace(" ", "_").replace("-", "_")
-            response = json_error(exc.status, code, exc.reason)
+            t = request.app[BOT].t
+            key = f"http.status_{exc.status}"
+            response = json_error(
+                exc.status, code, t(key) if t.has(key) else t("http.status_other")
+            )
         else:
             response = exc
     except BodyTimeout as exc:
@@ -92,7 +96,8 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         response.force_close()
     except Exception:
         ref = log_unexpected(request)
-        response = json_error(500, "internal", f"unexpected error (reference {ref})", reference=ref)
+        message = request.app[BOT].t("http.internal", reference=ref)
+        response = json_error(500, "internal", message, reference=ref)
     else:
         outage = request.app[OUTAGE]
         if outage.down and DATABASE in request.app and request.app[DATABASE].available:

@@ -453,7 +453,16 @@ async def test_bad_posts_are_refused_with_a_json_error(
         assert error["code"] == code
     if code == "invalid_body":
         assert [f["field"] for f in error["fields"]] == ["text"]
+    for message in [error["message"], *(f["message"] for f in error.get("fields", []))]:
+        assert only_chinese(message), message  # the room's language, one per message
     assert await room.messages() == []
+
+
+def only_chinese(message: str) -> bool:
+    """Chinese, with no English phrase in it (names of fields and formats may stay)."""
+    return bool(re.search(r"[\u4e00-\u9fff]", message)) and not re.search(
+        r"[A-Za-z]{2,} [A-Za-z]{2,}", message
+    )
 
 
 async def test_an_action_on_an_unknown_message_is_refused(room: Room) -> None:

@@ -182,7 +182,16 @@ def assert_error(answer: Answer, status: int, code: str) -> dict[str, Any]:
     error: dict[str, Any] = answer.doc["error"]
     assert error["code"] == code, answer.text
     assert isinstance(error["message"], str) and error["message"]
+    for message in [error["message"], *(f["message"] for f in error.get("fields", []))]:
+        assert one_language(message), message  # bot.language: zh-CN, no English phrase
     return error
+
+
+def one_language(message: str) -> bool:
+    """Chinese throughout: names of fields, codes and formats may stay, no English phrase."""
+    return bool(re.search(r"[\u4e00-\u9fff]", message)) and not re.search(
+        r"[A-Za-z]{2,} [A-Za-z]{2,}", message
+    )
 
 
 async def stored(db: Database) -> dict[str, Any]:

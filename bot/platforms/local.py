@@ -23,6 +23,7 @@ from pydantic import TypeAdapter, ValidationError
 from bot.core import jsonbody
 from bot.core.config_sections import CoreConfig
 from bot.core.configtypes import ConfigSection
+from bot.core.field_errors import field_problems
 from bot.core.i18n import Translator
 from bot.core.platform import (
     FULL_CAPABILITIES,
@@ -88,20 +89,13 @@ def _error(status: int, code: str, message: str, **extra: Any) -> web.Response:
     return web.json_response({"error": {"code": code, "message": message, **extra}}, status=status)
 
 
-def _fields(exc: ValidationError) -> list[dict[str, str]]:
-    return [
-        {"field": ".".join(str(p) for p in e["loc"]) or "body", "message": e["msg"]}
-        for e in exc.errors(include_url=False, include_input=False)
-    ]
-
-
 async def _json_body(
     request: web.Request, adapter: TypeAdapter[Any], language: str
 ) -> Any | web.Response:
     """The validated body, or the error response (415, 413, 400 with fields; 400
     duplicate_key for an object naming a key twice)."""
     if request.content_type != "application/json":
-        return _error(415, "unsupported_media_type", "the body must be application/json")
+        return _error(415, "unsupported_media_type", Translator(language)("local.not_json"))
     raw = await request.read()
     try:
         jsonbody.check_unique_keys(raw)
@@ -112,10 +106,9 @@ async def _json_body(
         return adapter.validate_json(raw)
     except ValidationError as exc:
         if any(e["type"] == "json_invalid" for e in exc.errors()):
-            return _error(400, "invalid_json", "the body is not valid JSON")
-        return _error(
-            400, "invalid_body", "the body does not match the schema", fields=_fields(exc)
-        )
+            return _error(400, "invalid_json", Translator(language)("local.invalid_json"))
+        t = Translator(language)
+        return _error(400, "invalid_body", t("local.invalid_body"), fields=field_problems(exc, t))
 
 
 class LocalRoutes:
@@ -154,7 +147,7 @@ class LocalRoutes:
         async def guarded(request: web.Request) -> web.StreamResponse:
             host = _host_name(request.headers.get("Host", "")).lower()
             if host not in LOOPBACK and host != self.public_host:
-                return _error(400, "bad_host", "the local group answers only on its own address")
+                return _error(400, "bad_host", self.t("local.bad_host"))
             return await handler(request)
 
         return guarded
@@ -200,9 +193,9 @@ class LocalRoutes:
             after = int(request.query.get("after", "0"))
             limit = int(request.query.get("limit", "100"))
         except ValueError:
-            return _error(400, "invalid_query", "after and limit must be integers")
+            return _error(400, "invalid_query", self.t("local.bad_paging"))
         if after < 0 or not 1 <= limit <= 500:
-            return _error(400, "invalid_query", "after must be >= 0 and limit 1 to 500")
+            return _error(400, "invalid_query", self.t("local.bad_paging"))
         reader = self.reader(request)
         if isinstance(reader, web.Response):
             return reader
@@ -229,7 +222,9 @@ class LocalRoutes:
             return body
         status = await self.backend.act(body)
         if status == "unknown_message":
-            return _error(400, "unknown_message", f"no message {body.message_id}")
+            return _error(
+                400, "unknown_message", self.t("local.unknown_message", id=body.message_id)
+            )
         return web.json_response({"status": status})
 
     async def stream(self, request: web.Request) -> web.StreamResponse:

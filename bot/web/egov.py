@@ -33,7 +33,9 @@ from pydantic import (
 from bot.core import jsonbody
 from bot.core import portal_signing as signing
 from bot.core.appkeys import BOT, CONFIG, DATABASE, EGOV_SECRET
+from bot.core.field_errors import field_problems
 from bot.core.notices import publish_notice
+from handlers.refusals import domain_message
 from storage import lookups, queries
 from storage.db import Conflict
 from storage.domain import Actor, Audience, NoticeDraft
@@ -233,23 +235,17 @@ def _field_path(loc: tuple[int | str, ...]) -> str:
     return ".".join(shown) or "body"
 
 
-def _fields(exc: ValidationError) -> list[dict[str, str]]:
-    return [
-        {"field": _field_path(e["loc"]), "message": e["msg"]}
-        for e in exc.errors(include_url=False, include_input=False, include_context=False)
-    ]
-
-
 async def _signed_body(request: web.Request) -> bytes | web.Response:
     """The raw body of a correctly signed request, or the refusal."""
     secret = request.app[EGOV_SECRET]
     if not secret:
-        return refuse(request, 404, "egov_disabled", "the e-gov API is not enabled")
+        return refuse(request, 404, "egov_disabled", request.app[BOT].t("egov.disabled"))
     try:
         body = await request.read()
     except web.HTTPRequestEntityTooLarge:
         limit = request.app[CONFIG].server.max_body_bytes
-        return refuse(request, 413, "request_entity_too_large", f"the body is over {limit} bytes")
+        message = request.app[BOT].t("egov.too_large", limit=limit)
+        return refuse(request, 413, "request_entity_too_large", message)
     try:
         signing.verify_request(
             secret,
@@ -259,7 +255,7 @@ async def _signed_body(request: web.Request) -> bytes | web.Response:
             max_skew=request.app[CONFIG].egov.max_skew_seconds,
         )
     except signing.SignatureError as exc:
-        return refuse(request, 401, exc.code, str(exc))
+        return refuse(request, 401, exc.code, request.app[BOT].t(f"egov.{exc.code}"))
     return body
 
 
@@ -314,26 +310,28 @@ def _repeat(request: web.Request, found: tuple[int, str | None], wanted: str) ->
         request,
         409,
         "external_id_conflict",
-        f"external_id already used for notice {notice_id} with a different body",
+        request.app[BOT].t("egov.external_id_conflict", id=notice_id),
         id=notice_id,
     )
 
 
 def _domain_refusal(request: web.Request, exc: DomainError) -> web.Response:
+    message = domain_message(request.app[BOT].t, exc)
     fields: list[dict[str, str]] | None = None
     if isinstance(exc, UnknownPerson | UnknownDepartment):
         where = "audience.people" if isinstance(exc, UnknownPerson) else "audience.departments"
-        fields = [{"field": where, "message": str(exc)}]
+        fields = [{"field": where, "message": message}]
     elif isinstance(exc, InvalidValue):
-        fields = [{"field": str(exc.params.get("field", "body")), "message": str(exc)}]
+        fields = [{"field": str(exc.params.get("field", "body")), "message": message}]
     extra: dict[str, Any] = {"fields": fields} if fields is not None else {}
-    return refuse(request, 400, exc.code, str(exc), **extra)
+    return refuse(request, 400, exc.code, message, **extra)
 
 
 async def create_notice(request: web.Request) -> web.Response:
     """POST /egov/v1/notices."""
     if request.content_type != "application/json":
-        return refuse(request, 415, "unsupported_media_type", "the body must be application/json")
+        message = request.app[BOT].t("local.not_json")
+        return refuse(request, 415, "unsupported_media_type", message)
     body = await _signed_body(request)
     if isinstance(body, web.Response):
         return body
@@ -345,10 +343,15 @@ async def create_notice(request: web.Request) -> web.Response:
     try:
         notice = NOTICE_IN.validate_json(body)
     except ValidationError as exc:
+        t = request.app[BOT].t
         if any(e["type"] == "json_invalid" for e in exc.errors()):
-            return refuse(request, 400, "invalid_json", "the body is not valid JSON")
+            return refuse(request, 400, "invalid_json", t("local.invalid_json"))
         return refuse(
-            request, 400, "invalid_body", "the body does not match the schema", fields=_fields(exc)
+            request,
+            400,
+            "invalid_body",
+            t("local.invalid_body"),
+            fields=field_problems(exc, t, _field_path),
         )
     wanted = digest(notice)
     ctx = request.app[BOT]
@@ -427,14 +430,19 @@ async def notice_status(request: web.Request) -> web.Response:
         return body
     raw_id = request.match_info["id"]
     if not raw_id.isascii() or not raw_id.isdigit() or len(raw_id) > 12:
-        return refuse(request, 400, "invalid_id", "the notice id must be a positive integer")
+        return refuse(request, 400, "invalid_id", request.app[BOT].t("egov.invalid_id"))
     try:
         if int(raw_id) > MAX_NOTICE_ID:
             raise UnknownNotice(int(raw_id))
         async with request.app[DATABASE].read() as session:
             status = await queries.status(session, int(raw_id), dt.datetime.now(dt.UTC))
     except UnknownNotice:
-        return refuse(request, 404, "unknown_notice", f"no notice {raw_id}")
+        return refuse(
+            request,
+            404,
+            "unknown_notice",
+            request.app[BOT].t("error.unknown_notice", notice_id=raw_id),
+        )
     return web.json_response(text=status_doc(status).model_dump_json())
 
 
