@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import secrets
 import sqlite3
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -236,7 +236,7 @@ class Database:
         to every listener, so this process's delivery and scheduler loops look again now.
         DatabaseUnavailable when it fails for an outage (see `unavailable_reason`).
         """
-        try:
+        with self._classified(write=True):
             if self._write_lock is None:
                 async with self._writers.begin() as session:
                     session.info[_INSTANCE] = self.instance
@@ -247,43 +247,40 @@ class Database:
                     session.info[_INSTANCE] = self.instance
                     session.info[_AUDIT_KEY] = self.audit_key
                     yield session
-        except Exception as exc:
-            outage = self._outage(exc, write=True)
-            if outage is None or outage is exc:
-                raise
-            raise outage from exc
         self._answered(write=True)
         topics: set[str] = session.info.pop(_WAKE, set())
         for listener in list(self.wake_listeners) if topics else ():
             listener(topics)
 
+    @contextmanager
+    def _classified(self, *, write: bool) -> Iterator[None]:
+        """Raise an outage as DatabaseUnavailable (see `unavailable_reason`); anything else,
+        a bug or a refusal, passes through as itself."""
+        try:
+            yield
+        except Exception as exc:
+            outage = self._outage(exc, write=write)
+            if outage is None or outage is exc:
+                raise
+            raise outage from exc
+
     @asynccontextmanager
     async def write_slot(self) -> AsyncIterator[None]:
         """For a writer with its own connection: wait for this process's SQLite write turn
         (a no-op on PostgreSQL), so it queues in-process instead of on the file lock."""
-        try:
+        with self._classified(write=True):
             if self._write_lock is None:
                 yield
             else:
                 async with self._write_lock:
                     yield
-        except Exception as exc:
-            outage = self._outage(exc, write=True)
-            if outage is None or outage is exc:
-                raise
-            raise outage from exc
         self._answered(write=True)
 
     async def direct_connection(self) -> AsyncConnection:
         """A connection of its own, outside any unit of work (to LISTEN on); the caller
         closes it. DatabaseUnavailable when the database cannot be reached."""
-        try:
+        with self._classified(write=False):
             return await self.engine.connect()
-        except Exception as exc:
-            outage = self._outage(exc, write=False)
-            if outage is None or outage is exc:
-                raise
-            raise outage from exc
 
     def sqlite_connection(self) -> sqlite3.Connection:
         """A new plain sqlite3 connection to this database, set up like the engine's."""
@@ -330,18 +327,13 @@ class Database:
         each statement sees what was committed when it started, unless `snapshot` asks for
         one repeatable-read transaction (needed by several statements that must agree, and
         by streamed results). DatabaseUnavailable when it fails for an outage."""
-        try:
+        with self._classified(write=False):
             async with self._readers() as session, session.begin():
                 if snapshot and not self.is_sqlite:
                     await session.connection(
                         execution_options={"isolation_level": "REPEATABLE READ"}
                     )
                 yield session
-        except Exception as exc:
-            outage = self._outage(exc, write=False)
-            if outage is None or outage is exc:
-                raise
-            raise outage from exc
         self._answered(write=False)
 
     async def dispose(self) -> None:
