@@ -166,6 +166,11 @@ def validate_config(raw: Mapping[str, Any], source: str, environ: Mapping[str, s
     return validate_model(Config, raw, source, environ)
 
 
-def load_config(path: Path | None, environ: Mapping[str, str]) -> LoadedConfig[Config]:
-    """Load and validate the config file, or the embedded defaults when path is None."""
-    return load_model(Config, path, environ)
+def load_config(
+    path: Path | None,
+    environ: Mapping[str, str],
+    overrides: Mapping[str, Mapping[str, Any]] | None = None,
+) -> LoadedConfig[Config]:
+    """Load and validate the config file, or the embedded defaults when path is None, with
+    `overrides` (tables of keys) applied before validation."""
+    return load_model(Config, path, environ, overrides)

@@ -146,20 +146,89 @@ async def test_serve_with_no_config_then_stop_gracefully(
     assert b"Traceback" not in err
 
 
-async def test_serve_on_a_busy_port_says_so(tmp_path: Path) -> None:
+async def serve_once(tmp_path: Path, *args: str, config: str = "") -> tuple[int | None, str, str]:
+    """Run `python -m bot serve ARGS` in tmp_path until it exits; (code, stdout, stderr)."""
+    (tmp_path / "config.toml").write_text(config, encoding="utf-8")
+    env = {k: v for k, v in os.environ.items() if k != "WORKBOT_CONFIG"}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bot", "serve", *args, cwd=tmp_path, env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(proc.communicate(), 30)
+    return proc.returncode, out.decode(), err.decode()
+
+
+@pytest.mark.parametrize(
+    ("language", "message"),
+    [
+        ("zh-CN", "127.0.0.1 上的端口 {port} 已被占用（另一个 workbot serve 或其他程序）："
+                  "请先停止它，或用配置中的 [server] port 或 --port 换一个端口。"),
+        ("en", "Port {port} on 127.0.0.1 is already in use (another workbot serve, or another "
+               "program): stop it, or choose another port with [server] port in the config or "
+               "--port."),
+    ],
+)  # fmt: skip
+@pytest.mark.parametrize("from_flag", [False, True])
+async def test_serve_on_a_busy_port_says_so_in_one_line(
+    tmp_path: Path, language: str, message: str, from_flag: bool
+) -> None:
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        (tmp_path / "config.toml").write_text(f"[server]\nport = {port}\n")
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "bot", "serve", cwd=tmp_path,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-        )  # fmt: skip
-        _, err = await asyncio.wait_for(proc.communicate(), 30)
-    assert proc.returncode == 2
-    assert f"cannot listen on 127.0.0.1:{port}" in err.decode()
-    assert b"Traceback" not in err
+        config = f'[bot]\nlanguage = "{language}"\n'
+        if from_flag:  # the config's port is free; --port names the busy one
+            code, out, err = await serve_once(tmp_path, "--port", str(port), config=config)
+        else:
+            config += f"[server]\nport = {port}\n"
+            code, out, err = await serve_once(tmp_path, config=config)
+    assert code == 2
+    assert err.splitlines() == ["workbot: " + message.format(port=port)]
+    assert out == ""
+    assert not (tmp_path / "workbot.db").exists()  # refused before anything started
+
+
+async def test_serve_port_and_host_flags_override_the_config(tmp_path: Path) -> None:
+    port = free_port()
+    (tmp_path / "config.toml").write_text('[server]\nhost = "localhost"\nport = 1\n')
+    env = {k: v for k, v in os.environ.items() if k != "WORKBOT_CONFIG"}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bot", "serve", "--host", "127.0.0.1", "--port", str(port),
+        cwd=tmp_path, env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        body = await wait_for_health(f"http://127.0.0.1:{port}/healthz", proc, 30)
+        assert body["status"] == "ok"
+        proc.send_signal(signal.SIGTERM)
+        _, err = await asyncio.wait_for(proc.communicate(), 20)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert proc.returncode == 0, err.decode()
+    assert f"workbot 正在运行：http://127.0.0.1:{port}/healthz" in err.decode()
+    assert f"本地工作群（演示用，无身份验证）：http://127.0.0.1:{port}/local/" in err.decode()
+
+
+@pytest.mark.parametrize(
+    ("args", "located"),
+    [
+        (["--port", "0"], "--port 0: server.port: "),
+        (["--port", "65536"], "--port 65536: server.port: "),
+        (["--port", "http"], "--port http: server.port: "),
+        (["--host", "0.0.0.0"], "--host 0.0.0.0: server.host: the local group has no auth"),
+        (["--host", " "], "--host  : server.host: "),
+    ],
+)
+async def test_serve_refuses_bad_host_and_port_flags_like_the_config(
+    tmp_path: Path, args: list[str], located: str
+) -> None:
+    code, out, err = await serve_once(tmp_path, *args)
+    assert code == 2
+    assert [line for line in err.splitlines() if line.startswith(located)], err
+    assert "Traceback" not in err and out == ""
+    assert not (tmp_path / "workbot.db").exists()
 
 
 async def test_healthz_degrades_when_the_database_is_unreachable(tmp_path: Path) -> None:

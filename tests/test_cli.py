@@ -173,8 +173,11 @@ def test_notice_lifecycle_from_the_cli(run: Run, workdir: Path) -> None:
         "--requires", "outcome", "--doc-number", "宜教办发[2019]41号",
     )  # fmt: skip
     assert code == 0, err
-    assert out.strip() == "1"
-    assert "for 3 people" in err
+    assert out.strip() == "1"  # the id alone on stdout, for scripts
+    assert err.splitlines() == [
+        "Created notice #1 《关于报送作业管理自查情况的通知》 for 3 people.",
+        "The notice is queued for the group: a running workbot serve posts it at once.",
+    ]
     code, out, _ = run("notice", "create", "--title", "全体通知", "--to", "all")
     assert (code, out.strip()) == (0, "2")
 
@@ -537,3 +540,20 @@ def test_audit_verify_says_each_thing_in_one_language(run: Run, workdir: Path) -
     assert err.splitlines()[0] == "审计链被篡改：第 2 条记录被改动过。"
     assert "row" not in err and "altered" not in err
     assert out == "重放核对：1 个通知、4 项分派与审计记录一致。\n"
+
+
+def test_notice_create_says_when_the_group_sees_it_in_chinese_by_default(
+    workdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cfg = workdir / "zh.toml"
+    cfg.write_text(f'[database]\nurl = "sqlite+aiosqlite:///{workdir}/zh.db"\n')
+    assert main(["-c", str(cfg), "migrate"], {}) == 0
+    assert main(["-c", str(cfg), "people", "import", str(workdir / "people.csv")], {}) == 0
+    capsys.readouterr()
+    assert main(["-c", str(cfg), "notice", "create", "--title", "周报"], {}) == 0
+    out, err = capsys.readouterr()
+    assert out == "1\n"
+    assert err.splitlines() == [
+        "已创建通知 #1《周报》，对象 4 人。",
+        "通知已排队发往工作群：正在运行的 workbot serve 会立即发出。",
+    ]

@@ -575,12 +575,22 @@ def validate_model(
     return config
 
 
-def load_model(model: type[C], path: Path | None, environ: Mapping[str, str]) -> LoadedConfig[C]:
-    """Load and validate the config file, or the embedded defaults when path is None."""
-    if path is None:
-        return LoadedConfig(validate_model(model, {}, DEFAULTS_SOURCE, environ), DEFAULTS_SOURCE)
-    raw = _read_toml(path)
-    return LoadedConfig(validate_model(model, raw, str(path), environ), str(path))
+def load_model(
+    model: type[C],
+    path: Path | None,
+    environ: Mapping[str, str],
+    overrides: Mapping[str, Mapping[str, Any]] | None = None,
+) -> LoadedConfig[C]:
+    """Load and validate the config file, or the embedded defaults when path is None.
+
+    `overrides` replaces keys of its tables (e.g. `serve --port`: {"server": {"port": ...}})
+    before validation, so an override is checked exactly as the file's value would be."""
+    raw = {} if path is None else _read_toml(path)
+    source = DEFAULTS_SOURCE if path is None else str(path)
+    for table, values in (overrides or {}).items():
+        current = raw.get(table)
+        raw[table] = {**(current if isinstance(current, dict) else {}), **values}
+    return LoadedConfig(validate_model(model, raw, source, environ), source)
 
 
 def _exists(path: Path) -> bool:

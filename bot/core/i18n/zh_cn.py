@@ -179,6 +179,11 @@ MESSAGES: dict[str, str] = {
     "cli.config_ok": "{source}: 配置正确。",
     "cli.local_group": "本地工作群（演示用，无身份验证）：http://{host}:{port}/local/",
     "cli.serving": "workbot 正在运行：http://{host}:{port}/healthz",
+    "cli.port_busy": "{host} 上的端口 {port} 已被占用（另一个 workbot serve 或其他程序）：请先停止它，或用配置中的 [server] port 或 --port 换一个端口。",
+    "cli.cannot_listen": "无法在 {host}:{port} 上监听：{reason}。请检查配置中的 [server] host 和 [server] port，或 --host 和 --port。",
+    "cli.notice_queued": "通知已排队发往工作群：正在运行的 workbot serve 会立即发出。",
+    "local.page_not_found_title": "找不到页面",
+    "local.page_not_found": "这个地址没有页面。本地工作群在 /local/。",
     # notices, reminders, digest (messages the bot sends)
     "notice.card_title": "{kind_label} #{id}《{title}》",
     "notice.deadline": "截止：{deadline}",
