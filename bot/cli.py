@@ -200,16 +200,20 @@ def cmd_serve(ctx: Context, args: argparse.Namespace) -> int:
             print(ctx.t("cli.local_group", host=host, port=server.port), file=ctx.err, flush=True)
 
     app.on_startup.append(freeze)
-    web.run_app(
-        app,
-        sock=sockets,
-        shutdown_timeout=server.shutdown_timeout.total_seconds(),
-        # aiohttp closes a connection whose request head is not in by then.
-        keepalive_timeout=server.header_timeout.total_seconds(),
-        print=announce,
-        access_log=None,
-        handle_signals=True,
-    )
+    try:
+        web.run_app(
+            app,
+            sock=sockets,
+            shutdown_timeout=server.shutdown_timeout.total_seconds(),
+            # aiohttp closes a connection whose request head is not in by then.
+            keepalive_timeout=server.header_timeout.total_seconds(),
+            print=announce,
+            access_log=None,
+            handle_signals=True,
+        )
+    finally:  # also when start-up fails before aiohttp takes the sockets over
+        for sock in sockets:
+            sock.close()
     return EXIT_OK
 
 
