@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import html
 import logging
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -42,6 +45,54 @@ log = logging.getLogger("workbot.local")
 
 STATIC = Path(__file__).with_name("local_static")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+CONTENT_TYPES = {".html": "text/html", ".js": "text/javascript", ".css": "text/css"}
+PAGE_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:"
+    ),
+}
+
+
+@dataclass(frozen=True)
+class StaticFile:
+    """One file of the page, held in memory: its bytes, type and strong ETag."""
+
+    body: bytes
+    content_type: str
+    etag: str  # the opaque tag, without quotes
+
+    def response(self, request: web.Request, headers: dict[str, str] | None = None) -> web.Response:
+        """200 with the bytes, or 304 when the client's If-None-Match names this version.
+        Clients revalidate every time (no-cache): a restarted server may serve other bytes."""
+        common = {
+            "ETag": f'"{self.etag}"',
+            "Cache-Control": "no-cache",
+            "X-Content-Type-Options": "nosniff",
+            **(headers or {}),
+        }
+        tags = request.if_none_match or ()
+        if any(tag.value in (self.etag, "*") for tag in tags):
+            return web.Response(status=304, headers=common)
+        return web.Response(
+            body=self.body, content_type=self.content_type, charset="utf-8", headers=common
+        )
+
+
+def load_static(directory: Path) -> dict[str, StaticFile]:
+    """Every file of the page's directory, read once: a reinstall that moves or removes the
+    package's files while the server runs cannot break the page it serves."""
+    files: dict[str, StaticFile] = {}
+    for path in sorted(directory.iterdir()):
+        kind = CONTENT_TYPES.get(path.suffix)
+        if kind is None or not path.is_file():
+            continue
+        body = path.read_bytes()
+        etag = hashlib.sha256(body).hexdigest()[:32]
+        files[path.name] = StaticFile(body, kind, etag)
+    if "index.html" not in files:
+        raise RuntimeError(f"the local group's page is missing from {directory}")
+    return files
 
 
 class LocalConfig(ConfigSection):
@@ -124,19 +175,22 @@ class LocalRoutes:
         raise NotImplementedError
 
     public_host: str
+    static: dict[str, StaticFile]
 
     def routes(self) -> Sequence[web.AbstractRouteDef]:
-        """The page, its static files, the JSON API and the event stream."""
+        """The page, its static files, the JSON API and the event stream; any other GET under
+        /local/ is a plain 404 page."""
         guarded = self.same_host
         return (
             web.get("/local", self.redirect),
             web.get("/local/", guarded(self.page)),
-            web.static("/local/static", STATIC, append_version=False),
+            web.get("/local/static/{name}", self.static_file),
             web.get("/local/v1/directory", guarded(self.directory)),
             web.get("/local/v1/messages", guarded(self.list_messages)),
             web.post("/local/v1/messages", guarded(self.post_message)),
             web.post("/local/v1/actions", guarded(self.post_action)),
             web.get("/local/v1/stream", guarded(self.stream)),
+            web.get("/local/{tail:.*}", self.not_found),
         )
 
     def same_host(self, handler: Handler) -> Handler:
@@ -157,16 +211,32 @@ class LocalRoutes:
         raise web.HTTPFound("/local/")
 
     async def page(self, request: web.Request) -> web.StreamResponse:
-        """The chat room page (plain HTML and JS, no build step)."""
-        return web.FileResponse(
-            STATIC / "index.html",
-            headers={
-                "Cache-Control": "no-cache",
-                "X-Content-Type-Options": "nosniff",
-                "Content-Security-Policy": (
-                    "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:"
-                ),
-            },
+        """The chat room page (plain HTML and JS, no build step), from memory."""
+        return self.static["index.html"].response(request, PAGE_HEADERS)
+
+    async def static_file(self, request: web.Request) -> web.StreamResponse:
+        """/local/static/NAME: the page's script and style sheet, from memory."""
+        file = self.static.get(request.match_info["name"])
+        if file is None:
+            return await self.not_found(request)
+        return file.response(request)
+
+    async def not_found(self, request: web.Request) -> web.Response:
+        """A plain 404 page in the bot's language (a browser shows it, never downloads it)."""
+        title = html.escape(self.t("local.page_not_found_title"))
+        text = html.escape(self.t("local.page_not_found"))
+        lang = html.escape(self.language)
+        body = (
+            f'<!doctype html>\n<html lang="{lang}">\n<head><meta charset="utf-8">'
+            f"<title>{title}</title></head>\n<body><h1>{title}</h1>\n<p>{text}</p>\n"
+            f'<p><a href="/local/">/local/</a></p></body>\n</html>\n'
+        )
+        return web.Response(
+            status=404,
+            text=body,
+            content_type="text/html",
+            charset="utf-8",
+            headers={"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"},
         )
 
     async def directory(self, request: web.Request) -> web.Response:
@@ -275,6 +345,7 @@ class LocalPlatform(LocalRoutes, BasePlatform):
         self.language = language
         self.t = Translator(language)
         self.public_host = (urlsplit(public_url).hostname or "").lower()
+        self.static = load_static(STATIC)
         self._room: RoomBackend | None = None
         self.hub = RoomHub()
 

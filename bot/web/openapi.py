@@ -389,9 +389,69 @@ def _local_paths(ref: _Refs) -> dict[str, Any]:
                 **local,
                 "operationId": "localPage",
                 "summary": "The chat room page (plain HTML and JS)",
+                "description": (
+                    "Served from memory (read once at start-up) with a strong ETag and "
+                    "`Cache-Control: no-cache`; `If-None-Match` with that tag answers 304."
+                ),
                 "responses": {
                     "200": {
                         "description": "The page.",
+                        "content": {HTML: {"schema": {"type": "string"}}},
+                    },
+                    "304": {"description": "The client's copy (If-None-Match) is current."},
+                },
+            }
+        },
+        "/local/static/{name}": {
+            "get": {
+                **local,
+                "operationId": "localStaticFile",
+                "summary": "The page's script and style sheet, from memory",
+                "description": (
+                    "`app.js` (text/javascript) and `style.css` (text/css), read once at "
+                    "start-up: a reinstall while the server runs cannot remove them. Strong "
+                    "ETag, `Cache-Control: no-cache`; `If-None-Match` with that tag answers 304."
+                ),
+                "parameters": [
+                    {
+                        "name": "name",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"type": "string"},
+                    }
+                ],
+                "responses": {
+                    "200": {
+                        "description": "The file.",
+                        "content": {
+                            "text/javascript": {"schema": {"type": "string"}},
+                            "text/css": {"schema": {"type": "string"}},
+                        },
+                    },
+                    "304": {"description": "The client's copy (If-None-Match) is current."},
+                    "404": {
+                        "description": "No such file: a plain HTML page in the bot's language.",
+                        "content": {HTML: {"schema": {"type": "string"}}},
+                    },
+                },
+            }
+        },
+        "/local/{tail}": {
+            "get": {
+                **local,
+                "operationId": "localNotFound",
+                "summary": "Any other address under /local/: a plain 404 page",
+                "parameters": [
+                    {
+                        "name": "tail",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"type": "string"},
+                    }
+                ],
+                "responses": {
+                    "404": {
+                        "description": "A plain HTML page in the bot's language.",
                         "content": {HTML: {"schema": {"type": "string"}}},
                     }
                 },
