@@ -34,6 +34,7 @@ MESSAGES: dict[str, str] = {
     "error.unknown_department": "No such department in the directory: {departments}.",
     "error.audience_empty": "The audience is empty: it matches nobody.",
     "error.not_assignee": "{person_id} is not an assignee of #{notice_id}.",
+    "error.not_assignee_self": "You are not an assignee of #{notice_id}.",
     "error.notice_closed": "#{notice_id} is {state_label}; it can no longer change.",
     "error.invalid_transition": "#{notice_id} is {state_label}; that is not possible now.",
     "error.not_allowed": "Not allowed: this needs the {needs} role.",

@@ -36,6 +36,7 @@ MESSAGES: dict[str, str] = {
     "error.unknown_department": "通讯录中没有这些科室：{departments}。",
     "error.audience_empty": "通知对象为空：没有匹配到任何人。",
     "error.not_assignee": "{person_id} 不是 #{notice_id} 的办理对象。",
+    "error.not_assignee_self": "您不是 #{notice_id} 的办理对象。",
     "error.notice_closed": "#{notice_id} 已{state_label}，不能再变更。",
     "error.invalid_transition": "#{notice_id} 当前状态为“{state_label}”，不能执行该操作。",
     "error.not_allowed": "没有权限：该操作需要{needs}角色。",
