@@ -21,6 +21,8 @@ from bot.app import create_app
 from bot.appkeys import BOT, CHAT, ROOM
 from bot.config import validate_config
 from bot.core import feed
+from bot.core.i18n import Translator
+from bot.core.render import AudienceView, audience_line
 from storage import domain, settings
 from storage.db import Database
 from storage.models import (
@@ -951,3 +953,40 @@ async def test_a_chat_session_never_shows_a_directory_id(room: Room) -> None:
     assert any("赵六" in text for text in seen)
     leaks = [text for text in seen if DIRECTORY_ID.search(text)]
     assert leaks == []
+
+
+@pytest.mark.parametrize(
+    ("audience", "line"),
+    [
+        ("对象：全体", "对象：全体"),
+        ("对象：@基础教育科 @督导科", "对象：基础教育科、督导科"),
+        ("对象：@张三", "对象：张三"),
+        ("对象：@督导科 @张三", "对象：督导科、张三"),
+        ("对象：@基础教育科 @督导科 @王五 @张三", "对象：基础教育科等，共 5 人"),
+    ],
+)
+async def test_the_card_says_who_it_is_for(room: Room, audience: str, line: str) -> None:
+    notice_id = await post_notice(room, f"通知 对象测试\n截止：2030-12-10 17:00\n{audience}")
+    card = (await room.card_of(notice_id))["card"]
+    lines = card["body"].splitlines()
+    assert line in lines
+    assert lines.index(line) + 1 == lines.index("截止：2030-12-10 17:00")
+    # The line stays when the tally is edited in place.
+    await room.click("p001", (await room.card_of(notice_id))["id"], f"ack:{notice_id}")
+    await room.settle()
+    assert line in (await room.card_of(notice_id))["card"]["body"].splitlines()
+
+
+def test_a_long_audience_of_departments_is_summed_up_in_one_short_line() -> None:
+    departments = ("基础教育科", "督导科", "办公室", "财务科")
+    zh, en = Translator("zh-CN"), Translator("en")
+    assert audience_line(zh, AudienceView(departments=departments), 40) == (
+        "对象：基础教育科等 4 个科室，共 40 人"
+    )
+    assert audience_line(en, AudienceView(departments=departments), 40) == (
+        "For: 基础教育科 and others (4 departments), 40 people"
+    )
+    assert audience_line(en, AudienceView(everyone=True), 40) == "For: everyone"
+    assert audience_line(zh, AudienceView(departments=departments[:3]), 40) == (
+        "对象：基础教育科、督导科、办公室"
+    )

@@ -182,6 +182,10 @@ MESSAGES: dict[str, str] = {
     "cli.serving": "workbot 正在运行：http://{host}:{port}/healthz",
     # notices, reminders, digest (messages the bot sends)
     "notice.card_title": "{kind_label} #{id}《{title}》",
+    "notice.audience": "对象：{audience}",
+    "notice.audience_all": "全体",
+    "notice.audience_departments": "对象：{first}等 {departments} 个科室，共 {count} 人",
+    "notice.audience_many": "对象：{first}等，共 {count} 人",
     "notice.deadline": "截止：{deadline}",
     "notice.doc_number": "文号：{doc_number}",
     "notice.requires": "要求：回复“{requires}”",
