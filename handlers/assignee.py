@@ -6,7 +6,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from bot.core import render
-from bot.core.notices import PURPOSE_CARD_UPDATE, view_of
+from bot.core.notices import PURPOSE_CARD_UPDATE, audience_names, view_of
 from bot.core.platform import CardUpdate, OutboundMessage
 from handlers.commands import Intent
 from handlers.context import HandlerContext
@@ -135,7 +135,8 @@ async def not_ack(ctx: HandlerContext, resolved: Resolved) -> None:
     if notice.state is not NoticeState.OPEN:
         return
     tally = (await queries.tallies(ctx.session, [notice.id])).get(notice.id)
-    card = render.notice_post(ctx.t, ctx.bot.tz, view_of(notice, tally))
+    names = await audience_names(ctx.session, notice)
+    card = render.notice_post(ctx.t, ctx.bot.tz, view_of(notice, tally, names))
     await ctx.reply(card.text, message=card, notice_id=notice.id)
 
 

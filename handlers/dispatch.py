@@ -73,9 +73,9 @@ def _addressed(command: Command) -> Command:
 class _Refused(Exception):
     """Leaves the event's transaction by rolling it back; the reply is written afterwards."""
 
-    def __init__(self, reply: str, note: str) -> None:
+    def __init__(self, reply: str | DomainError, note: str) -> None:
         super().__init__(note)
-        self.reply = reply
+        self.reply = reply  # a domain error is worded afterwards, with the people's names
         self.note = note
 
 
@@ -150,7 +150,7 @@ class Dispatcher:
                 except Refusal as exc:
                     raise _Refused(ctx.t(exc.key, **exc.params), "refused") from exc
                 except DomainError as exc:
-                    raise _Refused(domain_message(ctx.t, exc), "refused") from exc
+                    raise _Refused(exc, "refused") from exc
                 except Exception as exc:
                     ref = secrets.token_hex(4)
                     log.exception(
@@ -166,7 +166,11 @@ class Dispatcher:
                 person = await self._sender(session, event, direct, now)
                 if person is not None:
                     ctx = await self._context(session, event, command, person, now)
-                    await ctx.reply(refused.reply)
+                    reply = refused.reply
+                    if isinstance(reply, DomainError):
+                        names = await directory.names(session)
+                        reply = domain_message(ctx.t, reply, names=names, me=person.id)
+                    await ctx.reply(reply)
             failed = refused.note.startswith("error:")
             return Handled(
                 InboundStatus.FAILED if failed else InboundStatus.PROCESSED, refused.note

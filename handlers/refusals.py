@@ -2,13 +2,30 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from bot.core.i18n import Translator
 from storage.errors import DomainError
 
 
-def domain_message(t: Translator, error: DomainError) -> str:
-    """A domain error as one localized sentence."""
+def domain_message(
+    t: Translator,
+    error: DomainError,
+    *,
+    names: Mapping[str, str] | None = None,
+    me: str | None = None,
+) -> str:
+    """A domain error as one localized sentence.
+
+    With ``names`` (directory id to name), a person the error names is shown by name, and as
+    "you" when it is ``me``, the reader: chat users never see directory ids.
+    """
     params = dict(error.params)
+    person_id = params.get("person_id")
+    if names is not None and isinstance(person_id, str):
+        if person_id == me and t.has(f"error.{error.code}_self"):
+            return t(f"error.{error.code}_self", **params)
+        params["person_id"] = names.get(person_id, person_id)
     if "state" in params:
         prefix = "notice_state" if error.code == "notice_closed" else "state"
         params["state_label"] = t(f"{prefix}.{params['state']}")

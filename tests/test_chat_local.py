@@ -21,6 +21,8 @@ from bot.app import create_app
 from bot.appkeys import BOT, CHAT, ROOM
 from bot.config import validate_config
 from bot.core import feed
+from bot.core.i18n import Translator
+from bot.core.render import AudienceView, audience_line
 from storage import domain, settings
 from storage.db import Database
 from storage.models import (
@@ -338,7 +340,7 @@ async def test_an_ack_from_a_non_assignee_gets_a_private_explanation(room: Room)
 
     assert await snapshot(room.db) == before
     (explanation,) = await room.dms("p004")
-    assert f"#{notice_id}" in explanation and "不是" in explanation
+    assert explanation == f"您不是 #{notice_id} 的办理对象。"
 
 
 async def test_a_guessed_ack_names_the_notice_and_the_others_left(room: Room) -> None:
@@ -905,3 +907,86 @@ async def test_a_sender_id_that_is_the_bots_or_hides_characters_is_refused(
             ["sender"],
         )
         assert await room_rows(room) == before
+
+
+# Directory ids as whole words: "p001" inside "p0010" or "ap001" is not one.
+DIRECTORY_ID = re.compile(r"(?<![A-Za-z0-9_])p00[1-8](?![0-9])")
+
+
+async def test_a_refusal_about_someone_else_names_them_not_their_id(room: Room) -> None:
+    notice_id = await post_notice(room, "通知 只给张三\n对象：@张三")
+    before = await snapshot(room.db)
+
+    await room.post("p003", f"电话确认 #{notice_id} 赵六")
+    await room.settle()
+
+    assert await snapshot(room.db) == before
+    replies = [m["text"] for m in await room.messages("p003") if m["sender"] == "bot"]
+    assert replies[-1] == f"赵六 不是 #{notice_id} 的办理对象。"
+
+
+async def test_a_chat_session_never_shows_a_directory_id(room: Room) -> None:
+    everyone = await post_notice(room, NOTICE_TEXT)
+    only_zhang = await post_notice(room, "通知 只给张三\n对象：@张三")
+    card = await room.card_of(everyone)
+    await room.post("p001", "收到", reply_to=card["id"])
+    await room.click("p002", card["id"], f"ack:{everyone}")
+    await room.post("p004", f"收到 #{only_zhang}")  # not an assignee
+    await room.post("p004", f"完成 #{only_zhang}")
+    await room.post("p003", f"电话确认 #{only_zhang} 赵六")  # not an assignee
+    await room.post("p003", f"电话确认 #{everyone} 无名氏")  # not in the directory
+    await room.post("p003", f"请假 #{everyone} 钱七 出差")
+    await room.post("p003", "通知 发给生人\n对象：@无名氏")
+    for sender in ("p001", "p003", "p004", "p005"):
+        await room.post(sender, "待办", to="bot")
+        await room.post(sender, f"@机器人 查询 #{everyone}")
+    await room.settle()
+
+    seen: list[str] = []
+    for reader in ("p001", "p002", "p003", "p004", "p005"):
+        for m in await room.messages(reader):
+            if m["sender"] == "bot":
+                seen.append(m["text"])
+                if m["card"]:
+                    seen.extend(m["card"][part] for part in ("title", "body", "status"))
+    assert any("不是" in text for text in seen)  # the refusals were really shown
+    assert any("赵六" in text for text in seen)
+    leaks = [text for text in seen if DIRECTORY_ID.search(text)]
+    assert leaks == []
+
+
+@pytest.mark.parametrize(
+    ("audience", "line"),
+    [
+        ("对象：全体", "对象：全体"),
+        ("对象：@基础教育科 @督导科", "对象：基础教育科、督导科"),
+        ("对象：@张三", "对象：张三"),
+        ("对象：@督导科 @张三", "对象：督导科、张三"),
+        ("对象：@基础教育科 @督导科 @王五 @张三", "对象：基础教育科等，共 5 人"),
+    ],
+)
+async def test_the_card_says_who_it_is_for(room: Room, audience: str, line: str) -> None:
+    notice_id = await post_notice(room, f"通知 对象测试\n截止：2030-12-10 17:00\n{audience}")
+    card = (await room.card_of(notice_id))["card"]
+    lines = card["body"].splitlines()
+    assert line in lines
+    assert lines.index(line) + 1 == lines.index("截止：2030-12-10 17:00")
+    # The line stays when the tally is edited in place.
+    await room.click("p001", (await room.card_of(notice_id))["id"], f"ack:{notice_id}")
+    await room.settle()
+    assert line in (await room.card_of(notice_id))["card"]["body"].splitlines()
+
+
+def test_a_long_audience_of_departments_is_summed_up_in_one_short_line() -> None:
+    departments = ("基础教育科", "督导科", "办公室", "财务科")
+    zh, en = Translator("zh-CN"), Translator("en")
+    assert audience_line(zh, AudienceView(departments=departments), 40) == (
+        "对象：基础教育科等 4 个科室，共 40 人"
+    )
+    assert audience_line(en, AudienceView(departments=departments), 40) == (
+        "For: 基础教育科 and others (4 departments), 40 people"
+    )
+    assert audience_line(en, AudienceView(everyone=True), 40) == "For: everyone"
+    assert audience_line(zh, AudienceView(departments=departments[:3]), 40) == (
+        "对象：基础教育科、督导科、办公室"
+    )

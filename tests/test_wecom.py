@@ -220,7 +220,10 @@ async def test_the_full_flow_robot_cards_chat_ack_click_and_a_repeated_callback(
     await wait_for(lambda: len(fake.robot_sent) == 1 and len(fake.cards()) == 2)
     (post,) = fake.robot_sent
     assert f"#{notice_id}" in post.content and "关于报送作业管理自查情况的通知" in post.content
-    assert "张三" not in post.content and "李四" not in post.content
+    # The card says who it is for; no other line names anyone (the tally is counts only).
+    assert "对象：张三、李四" in post.content.splitlines()
+    rest = post.content.replace("对象：张三、李四", "")
+    assert "张三" not in rest and "李四" not in rest
     # The fake has the post; the sender records it a moment later.
     post_row = OutboxMessage.idempotency_key == f"notice:{notice_id}:post"
     await wait_db(wecom.db, select(OutboxMessage.state).where(post_row), OutboxState.SENT)
@@ -233,6 +236,7 @@ async def test_the_full_flow_robot_cards_chat_ack_click_and_a_repeated_callback(
     assert set(cards) == {"zhangsan", "lisi"}
     assert len({c.task_id for c in cards.values()}) == 2
     assert cards["zhangsan"].card["button_list"][0]["key"] == f"ack:{notice_id}"
+    assert "对象：张三、李四" in cards["zhangsan"].card["sub_title_text"].splitlines()
 
     # 李四 acknowledges in the app chat.
     assert (await wecom.deliver(fake.text_message("lisi", f"收到 #{notice_id}"))).status == 200

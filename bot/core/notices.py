@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+from collections.abc import Mapping
 
 from bot.core import render
 from bot.core.context import BotContext
@@ -33,9 +34,20 @@ PURPOSE_CARD = "card"
 PURPOSE_CARD_UPDATE = "card_update"
 
 
-def view_of(notice: Notice, tally: queries.Tally | None) -> render.NoticeView:
-    """The render view of a notice with its counts."""
+def view_of(
+    notice: Notice, tally: queries.Tally | None, names: Mapping[str, str] | None = None
+) -> render.NoticeView:
+    """The render view of a notice with its counts; with ``names`` (directory id to name of
+    the people the audience names, from audience_names), also who the notice is for."""
     tally = tally or queries.Tally(0, 0, 0, 0)
+    audience = None
+    if names is not None:
+        stored = notice.audience or {}
+        audience = render.AudienceView(
+            everyone=bool(stored.get("all")),
+            departments=tuple(str(d) for d in stored.get("departments") or ()),
+            people=tuple(names[p] for p in stored.get("people") or () if p in names),
+        )
     return render.NoticeView(
         id=notice.id,
         kind=notice.kind,
@@ -48,7 +60,19 @@ def view_of(notice: Notice, tally: queries.Tally | None) -> render.NoticeView:
         assigned=tally.assigned,
         acknowledged=tally.acknowledged,
         done=tally.done,
+        audience=audience,
     )
+
+
+async def audience_names(session: Session, notice: Notice) -> dict[str, str]:
+    """The names of the people a notice's audience names individually (ids no longer in the
+    directory are left out: the card never shows an id)."""
+    found: dict[str, str] = {}
+    for person_id in (notice.audience or {}).get("people") or ():
+        person = await directory.get_person(session, str(person_id))
+        if person is not None:
+            found[person.id] = person.name
+    return found
 
 
 async def publish_notice(
@@ -62,7 +86,9 @@ async def publish_notice(
     """Create the notice, post it to the group (via the outbox) and plan its reminders."""
     notice = await create_notice(session, draft, actor=actor, now=now)
     tally = (await queries.tallies(session, [notice.id]))[notice.id]
-    message = render.notice_post(ctx.t, ctx.tz, view_of(notice, tally))
+    message = render.notice_post(
+        ctx.t, ctx.tz, view_of(notice, tally, await audience_names(session, notice))
+    )
     await outbox.add(
         session,
         target=ctx.group,
@@ -177,7 +203,9 @@ async def refresh_tally(
     if post is None or notice is None:
         return None
     tally = (await queries.tallies(session, [notice_id])).get(notice_id)
-    payload = render.notice_post(ctx.t, ctx.tz, view_of(notice, tally)).to_payload()
+    payload = render.notice_post(
+        ctx.t, ctx.tz, view_of(notice, tally, await audience_names(session, notice))
+    ).to_payload()
     return await outbox.coalesce_edit(
         session,
         post,

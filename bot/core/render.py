@@ -13,6 +13,17 @@ from storage.types import NoticeKind, NoticeState, Requires
 
 ACK_VALUE_PREFIX = "ack:"
 
+AUDIENCE_MAX_ENTRIES = 3  # more departments and people than this are summed up as a count
+
+
+@dataclass(frozen=True)
+class AudienceView:
+    """Who a notice is for, as the card shows it: everyone, or department and person names."""
+
+    everyone: bool = False
+    departments: tuple[str, ...] = ()
+    people: tuple[str, ...] = ()
+
 
 @dataclass(frozen=True)
 class NoticeView:
@@ -29,6 +40,7 @@ class NoticeView:
     state: NoticeState = NoticeState.OPEN
     acknowledged: int = 0
     done: int = 0
+    audience: AudienceView | None = None
 
 
 def when(t: Translator, tz: ZoneInfo, moment: dt.datetime | None) -> str:
@@ -58,10 +70,29 @@ def tally(t: Translator, view: NoticeView) -> str:
     )
 
 
+def audience_line(t: Translator, audience: AudienceView, assigned: int) -> str:
+    """The card's one short 对象 line: 全体, up to three names, or a count."""
+    if audience.everyone:
+        return t("notice.audience", audience=t("notice.audience_all"))
+    entries = [*audience.departments, *audience.people]
+    if len(entries) <= AUDIENCE_MAX_ENTRIES:
+        return t("notice.audience", audience=t("list.separator").join(entries))
+    if audience.departments and not audience.people:
+        return t(
+            "notice.audience_departments",
+            first=audience.departments[0],
+            departments=len(audience.departments),
+            count=assigned,
+        )
+    return t("notice.audience_many", first=entries[0], count=assigned)
+
+
 def notice_post(t: Translator, tz: ZoneInfo, view: NoticeView) -> OutboundMessage:
     """The notice as posted to the group: a card with a 收到 button and its live tally."""
     kind_label = t(f"kind.{view.kind.value}")
     lines = [view.body] if view.body else []
+    if view.audience is not None:
+        lines.append(audience_line(t, view.audience, view.assigned))
     lines.append(t("notice.deadline", deadline=when(t, tz, view.deadline)))
     if view.doc_number:
         lines.append(t("notice.doc_number", doc_number=view.doc_number))

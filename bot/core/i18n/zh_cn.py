@@ -36,6 +36,7 @@ MESSAGES: dict[str, str] = {
     "error.unknown_department": "通讯录中没有这些科室：{departments}。",
     "error.audience_empty": "通知对象为空：没有匹配到任何人。",
     "error.not_assignee": "{person_id} 不是 #{notice_id} 的办理对象。",
+    "error.not_assignee_self": "您不是 #{notice_id} 的办理对象。",
     "error.notice_closed": "#{notice_id} 已{state_label}，不能再变更。",
     "error.invalid_transition": "#{notice_id} 当前状态为“{state_label}”，不能执行该操作。",
     "error.not_allowed": "没有权限：该操作需要{needs}角色。",
@@ -186,6 +187,10 @@ MESSAGES: dict[str, str] = {
     "local.page_not_found": "这个地址没有页面。本地工作群在 /local/。",
     # notices, reminders, digest (messages the bot sends)
     "notice.card_title": "{kind_label} #{id}《{title}》",
+    "notice.audience": "对象：{audience}",
+    "notice.audience_all": "全体",
+    "notice.audience_departments": "对象：{first}等 {departments} 个科室，共 {count} 人",
+    "notice.audience_many": "对象：{first}等，共 {count} 人",
     "notice.deadline": "截止：{deadline}",
     "notice.doc_number": "文号：{doc_number}",
     "notice.requires": "要求：回复“{requires}”",
