@@ -93,7 +93,6 @@ async def test_the_page_files_carry_a_strong_etag_and_answer_304(
         "/local/static/nothing.js",
         "/local/static/",
         "/local/static/..%2Fcli.py",
-        "/local/v1/nothing",
         "/local/index.html",
     ],
 )
@@ -107,6 +106,15 @@ async def test_an_unknown_address_under_local_is_a_plain_404_page(
     assert '<html lang="zh-CN">' in body
     assert NOT_FOUND["zh-CN"] in body
     assert NOT_FOUND["en"] not in body
+
+
+async def test_an_unknown_api_address_is_a_json_404(client: TestClient[object, object]) -> None:
+    """The API's clients read JSON: an unknown /local/v1/ address answers its error object."""
+    resp = await client.get("/local/v1/nothing")
+    assert resp.status == 404
+    assert resp.headers["Content-Type"].startswith("application/json")
+    error = (await resp.json())["error"]
+    assert error["code"] == "not_found" and error["message"] == "没有这个地址。"
 
 
 async def test_the_404_page_is_in_the_bots_language(tmp_path: Path, installed: Path) -> None:

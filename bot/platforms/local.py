@@ -222,7 +222,10 @@ class LocalRoutes:
         return file.response(request)
 
     async def not_found(self, request: web.Request) -> web.Response:
-        """A plain 404 page in the bot's language (a browser shows it, never downloads it)."""
+        """A plain 404 page in the bot's language (a browser shows it, never downloads it);
+        under /local/v1/ the API's JSON error instead, as its clients expect."""
+        if request.path.startswith("/local/v1/"):
+            return _error(404, "not_found", self.t("http.status_404"))
         title = html.escape(self.t("local.page_not_found_title"))
         text = html.escape(self.t("local.page_not_found"))
         lang = html.escape(self.language)
