@@ -9,11 +9,43 @@ from handlers.refusals import Refusal
 from handlers.resolve import required_notice
 from handlers.router import Router
 from storage import queries
-from storage.types import Role
+from storage.types import Requires, Role
 
 router = Router()
 
 LIST_LIMIT = 20  # items per answer: a chat answer is not a report
+OFFICE_LIMIT = 10  # the office's own notices listed by 待办, the most urgent first
+MORE_IDS = 20  # ids of the notices left off that the answer still names
+
+
+async def office_lines(ctx: HandlerContext) -> list[str]:
+    """The office's open notices with their counts, and how to see one notice's people."""
+    found = await queries.office_open_notices(ctx.session, limit=OFFICE_LIMIT + MORE_IDS)
+    if not found.notices:
+        return [ctx.t("chat.office_none")]
+    shown = found.notices[:OFFICE_LIMIT]
+    lines = [ctx.t("chat.office_header", count=found.total)]
+    for n in shown:
+        overdue = n.deadline is not None and n.deadline < ctx.now
+        lines.append(
+            ctx.t(
+                "chat.office_item" if n.requires is Requires.ACK else "chat.office_item_done",
+                id=n.id,
+                title=n.title,
+                deadline=when(ctx.t, ctx.bot.tz, n.deadline),
+                acknowledged=n.acknowledged,
+                done=n.done,
+                assigned=n.assigned,
+                overdue=ctx.t("chat.overdue_mark") if overdue else "",
+            )
+        )
+    if found.total > len(shown):
+        ids = " ".join(f"#{n.id}" for n in found.notices[OFFICE_LIMIT:])
+        if found.total > len(found.notices):
+            ids += " …"
+        lines.append(ctx.t("chat.office_more", count=found.total - len(shown), ids=ids))
+    lines.append(ctx.t("chat.office_see_one", command=ctx.t("chat.status_command", id=shown[0].id)))
+    return lines
 
 
 def _is_office(ctx: HandlerContext) -> bool:
@@ -35,7 +67,8 @@ async def _pending_names(ctx: HandlerContext, notice_id: int) -> list[str]:
 
 @router.command(Intent.PENDING, usage="help.pending")
 async def pending(ctx: HandlerContext) -> None:
-    """待办: the sender's open items; 待办 全部 / 待办 #12: who has not answered (office)."""
+    """待办: the sender's open items (the office: also the open notices it issued, with their
+    counts); 待办 全部 / 待办 #12: who has not answered (office)."""
     command = ctx.command
     if command.everyone or command.notice_id is not None:
         ctx.actor.require("pending_all", Role.OFFICE)
@@ -63,10 +96,12 @@ async def pending(ctx: HandlerContext) -> None:
         await ctx.reply("\n".join(lines))
         return
     items = await queries.pending_for(ctx.session, ctx.person.id, ctx.now)
+    # The office also follows what it issued; its own items, if any, come after.
+    lines = await office_lines(ctx) if _is_office(ctx) else []
     if not items:
-        await ctx.reply(ctx.t("chat.pending_none"))
+        await ctx.reply("\n".join(lines or [ctx.t("chat.pending_none")]))
         return
-    lines = [ctx.t("chat.pending_header", count=len(items))]
+    lines.append(ctx.t("chat.pending_header", count=len(items)))
     for item in items[:LIST_LIMIT]:
         lines.append(
             ctx.t(

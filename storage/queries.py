@@ -22,6 +22,7 @@ from storage.types import (
     AssignmentState,
     Channel,
     NoticeKind,
+    NoticeSource,
     NoticeState,
     Requires,
     is_outstanding,
@@ -462,3 +463,89 @@ async def tallies(session: AsyncSession, notice_ids: list[int]) -> dict[int, Tal
         nid: Tally(int(assigned), int(acked), int(done or 0), int(outstanding or 0))
         for nid, assigned, acked, done, outstanding in rows
     }
+
+
+@dataclass(frozen=True)
+class OfficeNotices:
+    """The open notices the office issued, the most urgent first, and how many there are."""
+
+    notices: list[NoticeSummary]
+    total: int
+
+
+async def office_open_notices(session: AsyncSession, *, limit: int) -> OfficeNotices:
+    """The open notices the office issued (by chat, the CLI or the API, not the portal's),
+    the nearest deadline first (none last), each with its tally: one statement.
+
+    The page is picked first (with the total as a window count), and only its notices'
+    assignments are counted, through the assignment (notice_id, person_id) index.
+    """
+    page = (
+        select(
+            Notice.id,
+            Notice.title,
+            Notice.kind,
+            Notice.state,
+            Notice.requires,
+            Notice.deadline,
+            Notice.created_at,
+            func.count().over().label("total"),
+        )
+        .where(Notice.state == NoticeState.OPEN, Notice.source != NoticeSource.EGOV)
+        .order_by(Notice.deadline.is_(None), Notice.deadline, Notice.id)
+        .limit(limit)
+        .subquery("page")
+    )
+    done_states = [s.value for s in FINISHED_STATES]
+    rows = (
+        await session.execute(
+            select(
+                page.c.id,
+                page.c.title,
+                page.c.kind,
+                page.c.state,
+                page.c.requires,
+                page.c.deadline,
+                page.c.created_at,
+                page.c.total,
+                func.count(Assignment.id),
+                func.count(Assignment.acknowledged_at),
+                func.coalesce(func.sum(case((Assignment.state.in_(done_states), 1), else_=0)), 0),
+                func.coalesce(func.sum(case((Assignment.outstanding.is_(True), 1), else_=0)), 0),
+            )
+            .select_from(page)
+            .outerjoin(Assignment, Assignment.notice_id == page.c.id)
+            .group_by(*page.c)
+            .order_by(page.c.deadline.is_(None), page.c.deadline, page.c.id)
+        )
+    ).all()
+    notices = [
+        NoticeSummary(
+            id=nid,
+            title=title,
+            kind=kind,
+            state=state,
+            requires=requires,
+            deadline=deadline,
+            created_at=created,
+            assigned=int(assigned),
+            acknowledged=int(acked),
+            done=int(done),
+            outstanding=int(outstanding),
+        )
+        for (
+            nid,
+            title,
+            kind,
+            state,
+            requires,
+            deadline,
+            created,
+            _total,
+            assigned,
+            acked,
+            done,
+            outstanding,
+        ) in rows
+    ]
+    return OfficeNotices(notices, int(rows[0][7]) if rows else 0)

@@ -38,7 +38,15 @@ from storage.models import (
 )
 from storage.types import AssignmentState, Channel, NoticeState, OutboxState, ReplyKind
 
-from support import PEOPLE_CSV, actor_of, assignees, assignment, seed_people, snapshot
+from support import (
+    PEOPLE_CSV,
+    actor_of,
+    assignees,
+    assignment,
+    make_notice,
+    seed_people,
+    snapshot,
+)
 
 NOTICE_TEXT = """通知 关于报送作业管理自查情况的通知
 请各科室于12月10日前报送自查报告。
@@ -990,3 +998,91 @@ def test_a_long_audience_of_departments_is_summed_up_in_one_short_line() -> None
     assert audience_line(zh, AudienceView(departments=departments[:3]), 40) == (
         "对象：基础教育科、督导科、办公室"
     )
+
+
+async def test_the_offices_pending_lists_its_open_notices_with_their_counts(room: Room) -> None:
+    first = await post_notice(room)  # 成效, for 张三 李四 赵六 钱七, due 2030-12-10 17:00
+    second = await post_notice(
+        room, "通知 只给张三和王五\n对象：@张三 @王五\n截止：2030-12-01 17:00"
+    )
+    closed = await post_notice(room, "通知 已经办结的\n对象：全体")
+    await room.post("p003", f"办结 #{closed}")
+    for person in ("p001", "p002", "p004"):
+        await room.post(person, f"收到 #{first}")
+    await room.post("p004", f"完成 #{first}\n成效：已完成自查报告")
+    await room.settle()
+    staff_before = await room.dms("p001")
+
+    await room.post("p003", "待办")
+    await room.post("p001", "待办")
+    await room.settle()
+
+    answer = (await room.dms("p003"))[-1]
+    assert answer.splitlines() == [
+        "办公室发出的进行中通知（2 条，截止最近的在前）：",
+        f"#{second}《只给张三和王五》 · 截止 2030-12-01 17:00 · 已确认 0/2",
+        f"#{first}《关于报送作业管理自查情况的通知》 · 截止 2030-12-10 17:00"
+        " · 已确认 3/4 · 已完成 1/4",
+        f"查看一条通知的人员名单，发送：查询 #{second}",
+        "您的待办（1 项）：",
+        f"#{second}《只给张三和王五》 截止 2030-12-01 17:00 · 待确认",
+    ]
+    assert f"#{closed}" not in answer
+    # A staff member's 待办 is their own items, as before.
+    staff = (await room.dms("p001"))[len(staff_before) :]
+    assert staff == [
+        f"您的待办（2 项）：\n#{second}《只给张三和王五》 截止 2030-12-01 17:00 · 待确认\n"
+        f"#{first}《关于报送作业管理自查情况的通知》 截止 2030-12-10 17:00 · 已确认"
+    ]
+    # The group saw none of it.
+    assert all("办公室发出" not in p["text"] for p in await room.group_posts())
+
+    # The command the answer shows works typed exactly as shown.
+    command = answer.splitlines()[3].split("：", 1)[1]
+    await room.post("p003", command)
+    await room.settle()
+    names = (await room.dms("p003"))[-1]
+    assert names.startswith(f"#{second}《只给张三和王五》")
+    assert "尚未完成的 2 人（仅发给您）：" in names and "张三" in names and "王五" in names
+
+
+async def test_the_offices_pending_is_capped_and_names_the_rest(room: Room) -> None:
+    now = dt.datetime.now(dt.UTC)
+    ids = [
+        await make_notice(room.db, now, title=f"第{i}号", deadline=now + dt.timedelta(days=i))
+        for i in range(1, 13)
+    ]
+    await room.post("p003", "待办")
+    await room.settle()
+    lines = (await room.dms("p003"))[-1].splitlines()
+    assert lines[0] == "办公室发出的进行中通知（12 条，截止最近的在前）："
+    assert [line.split("《")[0] for line in lines[1:11]] == [f"#{i}" for i in ids[:10]]
+    assert lines[11] == f"……另有 2 条截止较晚的未列出：#{ids[10]} #{ids[11]}"
+    assert lines[12] == f"查看一条通知的人员名单，发送：查询 #{ids[0]}"
+
+
+async def test_help_shows_the_status_command_as_it_can_be_typed(room: Room) -> None:
+    await room.post("p003", "帮助")
+    await room.settle()
+    (empty,) = await room.dms("p003")
+    assert "查询 #编号 — 一条通知的办理情况；私聊发送时附未完成人员名单" in empty
+    assert "例如发送" not in empty  # no notice yet: no example that would not work
+
+    notice_id = await post_notice(room)
+    await room.post("p003", "帮助")
+    await room.post("p001", "帮助")
+    await room.settle()
+    office = (await room.dms("p003"))[-1]
+    assert "待办 — 办公室发出的进行中通知及计数" in office
+    (shown,) = [line for line in office.splitlines() if "例如发送：" in line]
+    command = shown.split("：", 1)[1]
+    assert command == f"查询 #{notice_id}"
+    staff = (await room.dms("p001"))[-1]
+    assert f"例如发送：查询 #{notice_id}" in staff
+    assert "办公室发出" not in staff
+
+    await room.post("p003", command)
+    await room.settle()
+    answer = (await room.dms("p003"))[-1]
+    assert answer.startswith(f"#{notice_id}《关于报送作业管理自查情况的通知》")
+    assert "尚未完成的 4 人（仅发给您）：" in answer and "钱七" in answer

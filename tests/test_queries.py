@@ -12,9 +12,11 @@ from storage.db import Database
 from storage.domain import (
     Audience,
     Metric,
+    NoticeDraft,
     acknowledge,
     cancel_notice,
     close_notice,
+    create_notice,
     excuse,
     record_outcome,
     report_progress,
@@ -25,8 +27,10 @@ from storage.errors import UnknownNotice
 from storage.models import Notice
 from storage.queries import (
     AssigneeStatus,
+    OfficeNotices,
     list_notices,
     list_people,
+    office_open_notices,
     pending_for,
     pending_for_notice,
     status,
@@ -594,3 +598,50 @@ async def test_list_people_by_department_then_name(db: Database) -> None:
     assert by_id["b1"].platform_ids == {"wecom": "alice", "telegram": "1001"}
     assert by_id["b2"].platform_ids == {}
     assert by_id["a9"].roles == ["staff", "head"]
+
+
+# --- office_open_notices ---------------------------------------------------------------------
+
+
+async def test_office_open_notices_are_the_offices_open_ones_most_urgent_first(
+    db: Database,
+) -> None:
+    await seed_people(db, T0)
+    async with db.read() as s:
+        assert await office_open_notices(s, limit=10) == OfficeNotices([], 0)
+    later = await make_notice(db, T0, title="later", deadline=T0 + 3 * DAY)
+    undated = await make_notice(db, T0, title="undated", requires=Requires.OUTCOME)
+    soon = await make_notice(db, T0, title="soon", deadline=T0 + DAY, requires=Requires.OUTCOME)
+    closed = await make_notice(db, T0, title="closed", deadline=T0 + HOUR)
+    await _finish(db, closed)
+    async with db.transaction() as s:  # the portal's notice is not the office's
+        await create_notice(
+            s,
+            NoticeDraft(
+                title="portal",
+                audience=Audience(all=True),
+                deadline=T0 + HOUR,
+                source=NoticeSource.EGOV,
+                external_id="x-1",
+            ),
+            actor=CLI,
+            now=T0,
+        )
+    await _ack(db, soon, "p001", Channel.GROUP, T0 + HOUR)
+    await _ack(db, soon, "p002", Channel.BUTTON, T0 + HOUR)
+    await _done(db, soon, "p002", T0 + HOUR)
+
+    async with db.read() as s:
+        everything = await office_open_notices(s, limit=10)
+        first_two = await office_open_notices(s, limit=2)
+    assert [n.id for n in everything.notices] == [soon, later, undated]
+    assert everything.total == 3
+    first = everything.notices[0]
+    assert (first.title, first.assigned, first.acknowledged, first.done) == ("soon", 5, 2, 1)
+    assert first.outstanding == 4
+    assert [(n.assigned, n.acknowledged, n.done) for n in everything.notices[1:]] == [
+        (5, 0, 0),
+        (5, 0, 0),
+    ]
+    assert [n.id for n in first_two.notices] == [soon, later]
+    assert first_two.total == 3
